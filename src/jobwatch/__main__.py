@@ -1,0 +1,7 @@
+"""``python -m jobwatch``."""
+
+import sys
+
+from jobwatch.cli import main
+
+sys.exit(main())

@@ -1,0 +1,163 @@
+"""Wires jobwatch together and owns its lifecycle.
+
+Every resource lives in one :class:`contextlib.AsyncExitStack`; the pollers run
+in one :class:`asyncio.TaskGroup`. A stop request lets in-flight polls finish
+within ``grace`` seconds, then cancels what is left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import random
+from collections.abc import Sequence
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+
+from aiobotocore.session import AioSession
+from aiohttp import web
+from prometheus_client import ProcessCollector
+from prometheus_client.registry import CollectorRegistry
+
+from jobwatch import __version__
+from jobwatch.aws import ClientPool
+from jobwatch.clock import Clock, SystemClock
+from jobwatch.config import Config
+from jobwatch.diff import DiffPolicy
+from jobwatch.events import EventSink, LogSink
+from jobwatch.http import create_http_app
+from jobwatch.log import get_logger
+from jobwatch.metrics import JobwatchCollector, make_registry
+from jobwatch.poller import PollSettings, TargetPoller
+from jobwatch.source import JobSource, S3ControlJobSource
+from jobwatch.state import Store
+
+__all__ = ["App", "policy_from_config", "settings_from_config"]
+
+_log = get_logger("jobwatch")
+
+
+def policy_from_config(config: Config) -> DiffPolicy:
+    return DiffPolicy(
+        no_progress=config.stall.no_progress,
+        status_limits=dict(config.stall.status_limits),
+        task_failure_ratio=config.stall.task_failure_ratio,
+        task_failure_min_tasks=config.stall.task_failure_min_tasks,
+        terminal_retention=config.terminal_retention,
+    )
+
+
+def settings_from_config(config: Config) -> PollSettings:
+    return PollSettings(
+        interval=config.interval, jitter=config.jitter, resync_interval=config.resync_interval
+    )
+
+
+@dataclass
+class App:
+    """jobwatch for one configuration. ``source`` and ``sinks`` may be injected."""
+
+    config: Config
+    clock: Clock = field(default_factory=SystemClock)
+    sinks: Sequence[EventSink] | None = None
+    source: JobSource | None = None
+    rng: random.Random = field(default_factory=random.Random)
+    grace: float = 10.0
+    #: The aiobotocore session to build clients from (default: a new one, default chain).
+    session: AioSession | None = None
+
+    def __post_init__(self) -> None:
+        self.targets = self.config.resolved_targets()
+        self.store = Store(self.targets)
+        self.collector = JobwatchCollector(self.store, self.config.label_names, __version__)
+        self.registry: CollectorRegistry = make_registry(self.collector)
+        ProcessCollector(registry=self.registry)
+        self.stop_event = asyncio.Event()
+        self.http_port: int | None = None
+        self.pollers: list[TargetPoller] = []
+        self._stack = AsyncExitStack()
+
+    async def start(self) -> None:
+        """Create clients and the HTTP server (not the poll loops): see :meth:`run`."""
+        if self.sinks is None:
+            self.sinks = [LogSink()]
+        source = self.source
+        if source is None:
+            pool = ClientPool(
+                endpoint_url=self.config.endpoint_url,
+                retry_mode=self.config.retry.mode,
+                max_attempts=self.config.retry.max_attempts,
+                timeout=self.config.timeout,
+                max_pool_connections=self.config.concurrency,
+                on_attempt=lambda a, r, op, out: self.store.record_api_request((a, r), op, out),
+                session=self.session,
+            )
+            await self._stack.enter_async_context(pool)
+            for target in self.targets:
+                pool.register(target)
+            source = S3ControlJobSource(pool, asyncio.Semaphore(self.config.concurrency))
+            self.source = source
+        policy = policy_from_config(self.config)
+        settings = settings_from_config(self.config)
+        self.pollers = [
+            TargetPoller(t, source, self.store, self.sinks, self.clock, policy, settings, self.rng)
+            for t in self.targets
+        ]
+
+    async def serve_http(self, listen: str | None = None) -> int:
+        """Start the HTTP server; returns the bound port (``listen`` may use port 0)."""
+        host, _, port = (listen or self.config.listen).rpartition(":")
+        runner = web.AppRunner(
+            create_http_app(self.store, self.registry), access_log=None, handle_signals=False
+        )
+        await runner.setup()
+        self._stack.push_async_callback(runner.cleanup)
+        site = web.TCPSite(runner, host.strip("[]"), int(port), shutdown_timeout=1.0)
+        await site.start()
+        server = site._server  # aiohttp exposes the bound port only here
+        sockets = getattr(server, "sockets", None) or []
+        self.http_port = int(sockets[0].getsockname()[1]) if sockets else int(port)
+        return self.http_port
+
+    async def poll_all_once(self) -> None:
+        """Poll every target once, concurrently (``jobwatch once`` and tests)."""
+        async with asyncio.TaskGroup() as tg:
+            for p in self.pollers:
+                tg.create_task(p.poll_once())
+
+    async def run_pollers(self) -> None:
+        """Run every poll loop until :meth:`request_stop`; then drain within ``grace``."""
+        tasks = [
+            asyncio.create_task(p.run(self.stop_event), name=f"poll {p.target}")
+            for p in self.pollers
+        ]
+        _log.info("started", targets=len(self.pollers), version=__version__)
+        # Everything allocated so far lives for the whole run: keep the
+        # collector from walking it on every full collection.
+        gc.freeze()
+        try:
+            await self.stop_event.wait()
+        finally:
+            done, pending = await asyncio.wait(tasks, timeout=self.grace)
+            for t in pending:
+                t.cancel()
+            if pending:
+                await asyncio.wait(pending)
+                _log.warning("shutdown_cancelled_polls", count=len(pending))
+            for t in done:
+                if not t.cancelled() and t.exception() is not None:
+                    _log.error("poll_loop_died", error=repr(t.exception()))
+
+    def request_stop(self) -> None:
+        self.stop_event.set()
+
+    async def close(self) -> None:
+        """Close the HTTP server and every client. Idempotent."""
+        await self._stack.aclose()
+
+    async def __aenter__(self) -> App:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()

@@ -1,0 +1,212 @@
+"""Command line: arguments -> config -> logging -> asyncio.run; errors -> exit codes.
+
+Exit codes: 0 success, 1 runtime failure (``once``: a target failed), 2 bad
+configuration or usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any, TextIO
+
+from jobwatch import __version__
+from jobwatch.app import App
+from jobwatch.config import Config, load_config, parse_duration
+from jobwatch.errors import ConfigError
+from jobwatch.log import configure_logging, get_logger
+from jobwatch.model import KNOWN_STATUSES
+
+__all__ = ["Lifecycle", "main"]
+
+EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
+
+
+class Lifecycle:
+    """Signal handling in the manner of uvicorn.
+
+    The first SIGINT/SIGTERM only asks the app to stop (in-flight polls drain);
+    a second one exits at once through ``force_exit``.
+    """
+
+    def __init__(self, request_stop: Callable[[], None], force_exit: Callable[[int], Any]) -> None:
+        self._request_stop = request_stop
+        self._force_exit = force_exit
+        self.signals = 0
+
+    def handle_exit(self, sig: int) -> None:
+        self.signals += 1
+        log = get_logger("jobwatch")
+        if self.signals == 1:
+            log.info("stopping", signal=signal.Signals(sig).name)
+            self._request_stop()
+        else:
+            log.warning("forced_exit", signal=signal.Signals(sig).name)
+            self._force_exit(128 + sig)
+
+    def install(self, loop: asyncio.AbstractEventLoop) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.handle_exit, sig)
+
+
+async def _serve(
+    app: App, listen: str | None = None, ready: Callable[[int], None] | None = None
+) -> None:
+    lifecycle = Lifecycle(app.request_stop, os._exit)
+    lifecycle.install(asyncio.get_running_loop())
+    async with app:
+        port = await app.serve_http(listen)
+        if ready is not None:
+            ready(port)
+        await app.run_pollers()
+    get_logger("jobwatch").info("stopped")
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    configure_logging(config.log.level, config.log.format)
+    asyncio.run(_serve(App(config), args.listen))
+    return EXIT_OK
+
+
+def _cmd_check_config(args: argparse.Namespace, out: TextIO) -> int:
+    config = load_config(args.config)
+    targets = config.resolved_targets()
+    out.write(f"{args.config}: OK, {len(targets)} target(s)\n")
+    for t in targets:
+        role = t.role_arn or "(default credentials)"
+        labels = ",".join(f"{k}={v}" for k, v in t.labels)
+        out.write(f"  {t.account_id}  {t.region:<16} {role}  {labels}\n".rstrip() + "\n")
+    return EXIT_OK
+
+
+async def _once(config: Config) -> App:
+    app = App(config)
+    async with app:
+        await app.poll_all_once()
+    return app
+
+
+def _cmd_once(args: argparse.Namespace, out: TextIO) -> int:
+    config = load_config(args.config)
+    configure_logging(config.log.level, config.log.format, stream=sys.stderr)
+    app = asyncio.run(_once(config))
+    rows: list[dict[str, Any]] = []
+    for ts in app.store.targets.values():
+        counts: dict[str, int] = {}
+        for t in (ts.jobs or {}).values():
+            counts[t.job.status] = counts.get(t.job.status, 0) + 1
+        rows.append(
+            {
+                "aws_account_id": ts.target.account_id,
+                "aws_region": ts.target.region,
+                "up": ts.up,
+                "error": ts.last_error,
+                "jobs": counts,
+                "stalled": sorted(j for j, t in (ts.jobs or {}).items() if t.stalled or t.overdue),
+            }
+        )
+    if args.json:
+        json.dump(rows, out, indent=2)
+        out.write("\n")
+    else:
+        out.write(f"{'ACCOUNT':<13} {'REGION':<15} {'UP':<4} JOBS\n")
+        for r in rows:
+            order = [s for s in KNOWN_STATUSES if s in r["jobs"]]
+            order += sorted(s for s in r["jobs"] if s not in KNOWN_STATUSES)
+            jobs = " ".join(f"{s}={r['jobs'][s]}" for s in order) or "-"
+            extra = f"  error={r['error']}" if r["error"] else ""
+            up = "yes" if r["up"] else "NO"
+            out.write(f"{r['aws_account_id']:<13} {r['aws_region']:<15} {up:<4} {jobs}{extra}\n")
+    return EXIT_OK if all(r["up"] for r in rows) else EXIT_FAILURE
+
+
+def _cmd_sim(args: argparse.Namespace) -> int:
+    from jobwatch.clock import SystemClock
+    from jobwatch.simulator import ScenarioError, builtin_scenario, load_scenario, run_simulator
+
+    try:
+        scenario = load_scenario(args.scenario) if args.scenario else builtin_scenario("demo")
+    except ScenarioError as e:
+        sys.stderr.write(f"jobwatch sim: {e}\n")
+        return EXIT_CONFIG
+    configure_logging("info", "json")
+    get_logger("jobwatch.simulator").info(
+        "simulator_listening", url=f"http://{args.listen}", scenario=scenario.name
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run_simulator(args.listen, scenario, SystemClock()))
+    return EXIT_OK
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from jobwatch.demo import run_demo
+
+    configure_logging("info", args.log_format)
+    asyncio.run(run_demo(args.listen, duration=args.duration, scenario_path=args.scenario))
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="jobwatch",
+        description="Watch S3 Batch Operations jobs across AWS accounts and regions.",
+    )
+    parser.add_argument("--version", action="version", version=f"jobwatch {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run the daemon")
+    p.add_argument("-c", "--config", required=True, help="YAML configuration file")
+    p.add_argument("--listen", help="override listen (HOST:PORT)")
+
+    p = sub.add_parser("check-config", help="validate a configuration and list its targets")
+    p.add_argument("-c", "--config", required=True)
+
+    p = sub.add_parser("once", help="poll every target once and print a summary")
+    p.add_argument("-c", "--config", required=True)
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    p = sub.add_parser("demo", help="simulator and daemon in one process, no AWS account needed")
+    p.add_argument(
+        "--listen", default="127.0.0.1:9877", help="metrics address (default %(default)s)"
+    )
+    p.add_argument("--duration", type=parse_duration, default=None, help="stop after this long")
+    p.add_argument("--scenario", default=None, help="simulator scenario file (default: demo)")
+    p.add_argument("--log-format", choices=("json", "console"), default="json")
+
+    p = sub.add_parser("sim", help="run the S3 Control simulator")
+    p.add_argument("--listen", default="127.0.0.1:9000", help="HOST:PORT (default %(default)s)")
+    p.add_argument("--scenario", default=None, help="scenario YAML (default: built-in demo)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
+    """Entry point of the ``jobwatch`` command. Returns the exit code."""
+    args = build_parser().parse_args(argv)
+    stdout = out or sys.stdout
+    try:
+        if args.command == "run":
+            return _cmd_run(args)
+        if args.command == "check-config":
+            return _cmd_check_config(args, stdout)
+        if args.command == "once":
+            return _cmd_once(args, stdout)
+        if args.command == "sim":
+            return _cmd_sim(args)
+        return _cmd_demo(args)
+    except ConfigError as e:
+        sys.stderr.write(f"jobwatch: {e}\n")
+        return EXIT_CONFIG
+    except OSError as e:
+        sys.stderr.write(f"jobwatch: {e}\n")
+        return EXIT_FAILURE
+
+
+def entry() -> None:  # pragma: no cover - console script shim
+    sys.exit(main())

@@ -1,0 +1,396 @@
+"""Configuration: one YAML file, validated once, strictly, into frozen models.
+
+:func:`load_config` is the only entry point. Every problem is reported with its
+key path, the offending value and how to fix it, as a :class:`ConfigError`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from jobwatch.errors import ConfigError
+from jobwatch.model import KNOWN_STATUSES, TERMINAL_STATUSES, Target
+
+__all__ = [
+    "AccountConfig",
+    "Config",
+    "Defaults",
+    "RetryConfig",
+    "StallConfig",
+    "load_config",
+    "parse_config",
+    "parse_duration",
+]
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+#: Label names jobwatch sets itself, or that clash with Prometheus target labels.
+RESERVED_LABELS = frozenset(
+    {
+        "aws_account_id",
+        "aws_region",
+        "job_id",
+        "status",
+        "operation",
+        "priority",
+        "event",
+        "outcome",
+        "field",
+        "le",
+        "quantile",
+        "job",
+        "instance",
+    }
+)
+ENV_OVERRIDES = {
+    "JOBWATCH_LISTEN": ("listen",),
+    "JOBWATCH_LOG_LEVEL": ("log", "level"),
+    "JOBWATCH_LOG_FORMAT": ("log", "format"),
+}
+
+
+def parse_duration(value: Any) -> float:
+    """Seconds from ``90``, ``"90"``, ``"500ms"``, ``"30s"``, ``"5m"``, ``"1h"`` or ``"1d"``."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 30s, 5m or 1h, not a boolean")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str) and (m := _DURATION.match(value)):
+        seconds = float(m.group(1)) * _UNITS[m.group(2)]
+    else:
+        raise ValueError(
+            f"expected a duration such as 30s, 5m, 1h or 1d (or a number of seconds), got {value!r}"
+        )
+    if seconds < 0:
+        raise ValueError("a duration cannot be negative")
+    return seconds
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+def _account_id(value: Any) -> str:
+    if isinstance(value, bool):
+        raise ValueError("an account id is 12 digits in quotes, e.g. '123456789012'")
+    if isinstance(value, int):
+        # YAML reads an unquoted id as a number and drops leading zeros.
+        if len(str(value)) != 12:
+            raise ValueError(
+                f"{value} is not 12 digits: quote account ids in YAML ('012345678901') "
+                "so leading zeros survive"
+            )
+        value = str(value)
+    if not isinstance(value, str) or not re.fullmatch(r"\d{12}", value):
+        raise ValueError(f"an account id is exactly 12 digits, e.g. '123456789012', got {value!r}")
+    return value
+
+
+AccountId = Annotated[str, BeforeValidator(_account_id)]
+_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", str_strip_whitespace=True)
+
+
+class RetryConfig(_Model):
+    mode: Literal["standard", "adaptive"] = "standard"
+    max_attempts: int = Field(default=5, ge=1, le=20)
+
+
+class LogConfig(_Model):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["json", "console"] = "json"
+
+    @field_validator("level", "format", mode="before")
+    @classmethod
+    def _lower(cls, v: Any) -> Any:
+        return v.lower() if isinstance(v, str) else v
+
+
+def _default_status_limits() -> dict[str, float]:
+    return {
+        "New": 3600.0,
+        "Preparing": 7200.0,
+        "Suspended": 86400.0,
+        "Ready": 21600.0,
+        "Pausing": 3600.0,
+        "Completing": 7200.0,
+        "Failing": 3600.0,
+        "Cancelling": 3600.0,
+    }
+
+
+class StallConfig(_Model):
+    no_progress: Duration = 1800.0
+    status_limits: dict[str, Duration] = Field(default_factory=_default_status_limits)
+    task_failure_ratio: float = Field(default=0.1, gt=0.0, le=1.0)
+    task_failure_min_tasks: int = Field(default=100, ge=1)
+
+    @field_validator("no_progress")
+    @classmethod
+    def _positive(cls, v: float) -> float:
+        if v <= 0:
+            raise ValueError("must be greater than 0, e.g. 30m")
+        return v
+
+    @field_validator("status_limits")
+    @classmethod
+    def _statuses(cls, v: dict[str, float]) -> dict[str, float]:
+        for status in v:
+            if status in TERMINAL_STATUSES:
+                raise ValueError(f"{status} is terminal: a job cannot be held in it; remove it")
+            if status not in KNOWN_STATUSES:
+                raise ValueError(
+                    f"unknown status {status!r}; use one of "
+                    + ", ".join(s for s in KNOWN_STATUSES if s not in TERMINAL_STATUSES)
+                )
+        return v
+
+
+def _check_labels(labels: Mapping[str, str]) -> Mapping[str, str]:
+    for name in labels:
+        if not _LABEL_NAME.match(name) or name.startswith("__"):
+            raise ValueError(
+                f"label name {name!r} is not a valid Prometheus label name "
+                "(letters, digits and _, not starting with a digit or __)"
+            )
+        if name in RESERVED_LABELS:
+            raise ValueError(
+                f"label name {name!r} is set by jobwatch or Prometheus itself; choose another"
+            )
+    return labels
+
+
+def _check_regions(regions: list[str] | None) -> list[str] | None:
+    if regions is None:
+        return None
+    if not regions:
+        raise ValueError("list at least one region, e.g. [us-east-1]")
+    for r in regions:
+        if not _REGION.match(r):
+            raise ValueError(f"{r!r} is not an AWS region name such as us-east-1")
+    if len(set(regions)) != len(regions):
+        raise ValueError("a region is listed twice; list each once")
+    return regions
+
+
+class Defaults(_Model):
+    regions: list[str] = Field(default_factory=lambda: ["us-east-1"])
+    role_arn: str | None = None
+    external_id: str | None = None
+    session_name: str = "jobwatch"
+    duration: Duration = 3600.0
+    labels: dict[str, str] = Field(default_factory=dict)
+
+    _regions = field_validator("regions")(_check_regions)
+    _labels = field_validator("labels")(_check_labels)
+
+
+class AccountConfig(_Model):
+    account_id: AccountId
+    regions: list[str] | None = None
+    role_arn: str | None = None
+    external_id: str | None = None
+    session_name: str | None = None
+    duration: Duration | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+
+    _regions = field_validator("regions")(_check_regions)
+    _labels = field_validator("labels")(_check_labels)
+
+
+class Config(_Model):
+    interval: Duration = 60.0
+    jitter: Duration = 5.0
+    resync_interval: Duration = 900.0
+    concurrency: int = Field(default=32, ge=1, le=1000)
+    timeout: Duration = 10.0
+    retry: RetryConfig = Field(default_factory=RetryConfig)
+    listen: str = "0.0.0.0:9877"
+    log: LogConfig = Field(default_factory=LogConfig)
+    endpoint_url: str | None = None
+    state_file: Path | None = None
+    terminal_retention: Duration = 86400.0
+    stall: StallConfig = Field(default_factory=StallConfig)
+    defaults: Defaults = Field(default_factory=Defaults)
+    targets: list[AccountConfig] = Field(default_factory=list)
+
+    @field_validator("interval", "timeout", "resync_interval")
+    @classmethod
+    def _positive(cls, v: float) -> float:
+        if v <= 0:
+            raise ValueError("must be greater than 0")
+        return v
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, v: str) -> str:
+        host, sep, port = v.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"expected HOST:PORT such as 0.0.0.0:9877, got {v!r}")
+        return v
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _endpoint(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^https?://[^/\s]+/?$", v):
+            raise ValueError(
+                f"expected a URL such as https://host or http://127.0.0.1:9000, got {v!r}"
+            )
+        return v.rstrip("/") if v else v
+
+    @model_validator(mode="after")
+    def _cross(self) -> Config:
+        if not self.targets:
+            raise ValueError(
+                "targets: list at least one account, e.g.\n"
+                "    targets:\n      - account_id: '123456789012'"
+            )
+        seen: dict[str, int] = {}
+        for i, acct in enumerate(self.targets):
+            if acct.account_id in seen:
+                raise ValueError(
+                    f"targets[{i}].account_id: {acct.account_id} is already listed at "
+                    f"targets[{seen[acct.account_id]}]; list each account once with all its regions"
+                )
+            seen[acct.account_id] = i
+        if self.jitter >= self.interval:
+            raise ValueError(
+                f"jitter ({self.jitter:g}s) must be smaller than interval ({self.interval:g}s)"
+            )
+        if self.resync_interval < self.interval:
+            raise ValueError(
+                f"resync_interval ({self.resync_interval:g}s) must be at least interval "
+                f"({self.interval:g}s)"
+            )
+        return self
+
+    def resolved_targets(self) -> list[Target]:
+        """Every ``(account, region)`` target with defaults applied, in config order."""
+        out: list[Target] = []
+        d = self.defaults
+        for acct in self.targets:
+            role = acct.role_arn if acct.role_arn is not None else d.role_arn
+            if role is not None:
+                role = role.replace("{account_id}", acct.account_id)
+            labels = {**d.labels, **acct.labels}
+            for region in acct.regions or d.regions:
+                out.append(
+                    Target(
+                        account_id=acct.account_id,
+                        region=region,
+                        role_arn=role or None,
+                        external_id=acct.external_id or d.external_id,
+                        session_name=acct.session_name or d.session_name,
+                        duration_seconds=int(acct.duration or d.duration),
+                        labels=tuple(sorted(labels.items())),
+                    )
+                )
+        return out
+
+    @property
+    def label_names(self) -> tuple[str, ...]:
+        """Every static label name any target uses (each series carries all, '' if unset)."""
+        names = set(self.defaults.labels)
+        for acct in self.targets:
+            names.update(acct.labels)
+        return tuple(sorted(names))
+
+
+_HINTS = {
+    "extra_forbidden": "unknown key: remove it or check its spelling (see docs/configuration.md)",
+    "missing": "required: add it",
+    "literal_error": None,
+    "int_parsing": "expected a whole number",
+    "dict_type": "expected a mapping of key: value",
+    "list_type": "expected a list, e.g. [us-east-1, eu-west-1]",
+}
+
+
+def _format_errors(exc: ValidationError) -> list[str]:
+    problems = []
+    for err in exc.errors():
+        loc = ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in err["loc"])
+        loc = loc.replace(".[", "[")
+        msg = err["msg"]
+        if msg.startswith("Value error, "):
+            msg = msg[len("Value error, ") :]
+        hint = _HINTS.get(err["type"])
+        if hint:
+            msg = hint if err["type"] in ("extra_forbidden", "missing") else f"{msg}: {hint}"
+        value = err.get("input")
+        quiet = err["type"] in ("missing", "value_error") or isinstance(value, dict | list)
+        shown = "" if quiet else f" (got {value!r})"
+        problems.append(f"{loc}: {msg}{shown}" if loc else msg)
+    return problems
+
+
+def _apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+    for var, path in ENV_OVERRIDES.items():
+        if var in environ and environ[var] != "":
+            node = data
+            for key in path[:-1]:
+                child = node.get(key)
+                if not isinstance(child, dict):
+                    child = {}
+                    node[key] = child
+                node = child
+            node[path[-1]] = environ[var]
+    return data
+
+
+def parse_config(
+    text: str, *, source: str | None = None, environ: Mapping[str, str] | None = None
+) -> Config:
+    """Parse and validate YAML text. Raises :class:`ConfigError`."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(e, "problem", None) or str(e)
+        raise ConfigError([f"{where}not valid YAML: {problem}"], source) from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(
+            [
+                "<top level>: expected a mapping of keys (interval:, targets: ...), "
+                f"got {type(data).__name__}"
+            ],
+            source,
+        )
+    data = _apply_env(data, os.environ if environ is None else environ)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_format_errors(e), source) from None
+
+
+def load_config(path: str | Path, *, environ: Mapping[str, str] | None = None) -> Config:
+    """Read and validate the config file at ``path``. Raises :class:`ConfigError`."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError([f"cannot read the file: {e.strerror or e}"], str(p)) from None
+    except UnicodeDecodeError:
+        raise ConfigError(["the file is not UTF-8 text"], str(p)) from None
+    return parse_config(text, source=str(p), environ=environ)

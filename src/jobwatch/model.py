@@ -1,0 +1,158 @@
+"""Plain domain types. No AWS SDK imports: the rest of jobwatch speaks these."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from typing import Final
+
+__all__ = [
+    "KNOWN_STATUSES",
+    "NON_TERMINAL_STATUSES",
+    "TERMINAL_STATUSES",
+    "FailureReason",
+    "Job",
+    "JobDetail",
+    "ReportLocation",
+    "Target",
+    "is_terminal",
+]
+
+#: The 13 statuses AWS documents, in lifecycle order (exported zero-filled).
+KNOWN_STATUSES: Final[tuple[str, ...]] = (
+    "New",
+    "Preparing",
+    "Suspended",
+    "Ready",
+    "Active",
+    "Pausing",
+    "Paused",
+    "Completing",
+    "Complete",
+    "Failing",
+    "Failed",
+    "Cancelling",
+    "Cancelled",
+)
+TERMINAL_STATUSES: Final[frozenset[str]] = frozenset({"Complete", "Failed", "Cancelled"})
+#: What an incremental poll asks ListJobs for. An unknown status is treated as
+#: non-terminal by jobwatch (it is still running as far as we can tell), but it
+#: cannot be requested by name: such jobs are picked up by the full resync.
+NON_TERMINAL_STATUSES: Final[tuple[str, ...]] = tuple(
+    s for s in KNOWN_STATUSES if s not in TERMINAL_STATUSES
+)
+
+
+def is_terminal(status: str) -> bool:
+    return status in TERMINAL_STATUSES
+
+
+def _intern(value: str) -> str:
+    # Statuses and operations repeat across 100k jobs: share one string each.
+    return sys.intern(value)
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One monitored ``(account, region)`` pair and how to reach it."""
+
+    account_id: str
+    region: str
+    role_arn: str | None = None
+    external_id: str | None = field(default=None, repr=False)
+    session_name: str = "jobwatch"
+    duration_seconds: int = 3600
+    labels: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.account_id, self.region)
+
+    def __str__(self) -> str:
+        return f"{self.account_id}/{self.region}"
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One job as ListJobs (or DescribeJob) reported it. Times are epoch seconds (UTC)."""
+
+    job_id: str
+    status: str
+    operation: str = ""
+    priority: int = 0
+    description: str = ""
+    creation_time: float | None = None
+    termination_time: float | None = None
+    tasks_total: int = 0
+    tasks_succeeded: int = 0
+    tasks_failed: int = 0
+    active_seconds: float = 0.0
+
+    @staticmethod
+    def make(
+        job_id: str,
+        status: str,
+        operation: str = "",
+        priority: int = 0,
+        description: str = "",
+        creation_time: float | None = None,
+        termination_time: float | None = None,
+        tasks_total: int = 0,
+        tasks_succeeded: int = 0,
+        tasks_failed: int = 0,
+        active_seconds: float = 0.0,
+    ) -> Job:
+        """Build a job with interned status and operation strings."""
+        return Job(
+            job_id,
+            _intern(status),
+            _intern(operation),
+            priority,
+            description,
+            creation_time,
+            termination_time,
+            tasks_total,
+            tasks_succeeded,
+            tasks_failed,
+            active_seconds,
+        )
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+    @property
+    def tasks_run(self) -> int:
+        return self.tasks_succeeded + self.tasks_failed
+
+    @property
+    def task_failure_ratio(self) -> float:
+        run = self.tasks_run
+        return self.tasks_failed / run if run else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class FailureReason:
+    code: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReportLocation:
+    bucket: str | None
+    prefix: str | None
+    enabled: bool
+    scope: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobDetail:
+    """What DescribeJob adds to a listing entry."""
+
+    job: Job
+    failure_reasons: tuple[FailureReason, ...] = ()
+    status_update_reason: str | None = None
+    report: ReportLocation | None = None
+    suspended_date: float | None = None
+    suspended_cause: str | None = None
+    confirmation_required: bool = False

@@ -1,0 +1,221 @@
+"""Job sources: where listings come from.
+
+:class:`JobSource` is the seam the poller depends on. :class:`S3ControlJobSource`
+pages the S3 Control API through a :class:`jobwatch.aws.ClientPool` and turns
+botocore's dicts into :mod:`jobwatch.model` types; every SDK failure leaves
+here as a :class:`jobwatch.errors.SourceError`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, Protocol
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from jobwatch.aws import ClientPool, is_throttle
+from jobwatch.errors import SourceError
+from jobwatch.log import get_logger
+from jobwatch.model import FailureReason, Job, JobDetail, ReportLocation, Target
+
+__all__ = ["JobSource", "S3ControlJobSource", "job_from_api"]
+
+_log = get_logger("jobwatch.source")
+PAGE_SIZE = 1000
+#: How often a listing restarts from the first page after InvalidNextToken.
+TOKEN_RESTARTS = 3
+
+
+class JobSource(Protocol):
+    async def list_jobs(self, target: Target, statuses: Sequence[str] | None) -> list[Job]:
+        """Every job of ``target`` (with one of ``statuses``, or all when ``None``)."""
+        ...
+
+    async def describe_job(self, target: Target, job_id: str) -> JobDetail:
+        """One job's details. Raises SourceError (``not_found`` when AWS no longer has it)."""
+        ...
+
+
+def _epoch(value: Any) -> float | None:
+    if isinstance(value, datetime):
+        return value.timestamp()
+    return None
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def job_from_api(d: dict[str, Any], operation: str | None = None) -> Job:
+    """A JobListDescriptor (ListJobs) or Job (DescribeJob) dict as a :class:`Job`.
+
+    Raises ``ValueError`` when the entry has no usable ``JobId``.
+    """
+    job_id = d.get("JobId")
+    if not isinstance(job_id, str) or not job_id:
+        raise ValueError("job entry without JobId")
+    progress = d.get("ProgressSummary") or {}
+    timers = progress.get("Timers") or {}
+    op = d.get("Operation")
+    if operation is None:
+        if isinstance(op, str):
+            operation = op
+        elif isinstance(op, dict) and op:
+            # DescribeJob: the operation is the one key of a structure.
+            operation = next(iter(op))
+        else:
+            operation = ""
+    status = d.get("Status")
+    active = timers.get("ElapsedTimeInActiveSeconds")
+    description = d.get("Description")
+    return Job.make(
+        job_id=job_id,
+        status=status if isinstance(status, str) and status else "Unknown",
+        operation=operation,
+        priority=_int(d.get("Priority")),
+        description=description if isinstance(description, str) else "",
+        creation_time=_epoch(d.get("CreationTime")),
+        termination_time=_epoch(d.get("TerminationDate")),
+        tasks_total=_int(progress.get("TotalNumberOfTasks")),
+        tasks_succeeded=_int(progress.get("NumberOfTasksSucceeded")),
+        tasks_failed=_int(progress.get("NumberOfTasksFailed")),
+        active_seconds=float(active) if isinstance(active, int | float) else 0.0,
+    )
+
+
+def detail_from_api(d: dict[str, Any]) -> JobDetail:
+    job = job_from_api(d)
+    reasons = tuple(
+        FailureReason(str(r.get("FailureCode", "")), str(r.get("FailureReason", "")))
+        for r in d.get("FailureReasons") or ()
+        if isinstance(r, dict)
+    )
+    report = None
+    rep = d.get("Report")
+    if isinstance(rep, dict):
+        report = ReportLocation(
+            bucket=rep.get("Bucket"),
+            prefix=rep.get("Prefix"),
+            enabled=bool(rep.get("Enabled")),
+            scope=rep.get("ReportScope"),
+        )
+    return JobDetail(
+        job=job,
+        failure_reasons=reasons,
+        status_update_reason=d.get("StatusUpdateReason"),
+        report=report,
+        suspended_date=_epoch(d.get("SuspendedDate")),
+        suspended_cause=d.get("SuspendedCause"),
+        confirmation_required=bool(d.get("ConfirmationRequired")),
+    )
+
+
+class S3ControlJobSource:
+    """ListJobs and DescribeJob through the pool, bounded by a shared semaphore."""
+
+    def __init__(self, pool: ClientPool, limiter: asyncio.Semaphore) -> None:
+        self._pool = pool
+        self._limiter = limiter
+
+    def _error(self, target: Target, operation: str, exc: BaseException) -> SourceError:
+        if isinstance(exc, ClientError):
+            err = exc.response.get("Error", {})
+            code = str(err.get("Code") or "Unknown")
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            return SourceError(
+                target.account_id,
+                target.region,
+                operation,
+                code,
+                str(err.get("Message") or exc),
+                throttled=is_throttle(status, code),
+                not_found=code in ("NotFoundException", "NoSuchJob") or status == 404,
+                invalid_token=code == "InvalidNextTokenException",
+            )
+        if isinstance(exc, BotoCoreError):
+            return SourceError(
+                target.account_id, target.region, operation, type(exc).__name__, str(exc)
+            )
+        if isinstance(exc, TimeoutError):
+            return SourceError(target.account_id, target.region, operation, "Timeout", "timed out")
+        # botocore raises a bare ValueError for a non-number in a long field.
+        return SourceError(
+            target.account_id, target.region, operation, "InvalidResponse", repr(exc)[:300]
+        )
+
+    async def _call(self, target: Target, operation: str, **kwargs: Any) -> dict[str, Any]:
+        client = await self._pool.client(target.region)
+        method = client.list_jobs if operation == "ListJobs" else client.describe_job
+        async with self._limiter:
+            try:
+                result: dict[str, Any] = await method(AccountId=target.account_id, **kwargs)
+            except (ClientError, BotoCoreError, ValueError, TimeoutError) as e:
+                raise self._error(target, operation, e) from e
+        if not isinstance(result, dict):  # pragma: no cover - botocore always gives a dict
+            raise SourceError(target.account_id, target.region, operation, "InvalidResponse", "")
+        return result
+
+    async def list_jobs(self, target: Target, statuses: Sequence[str] | None) -> list[Job]:
+        for restart in range(TOKEN_RESTARTS + 1):
+            try:
+                return await self._list_once(target, statuses)
+            except SourceError as e:
+                if not e.invalid_token or restart == TOKEN_RESTARTS:
+                    raise
+                _log.warning(
+                    "listing_restarted",
+                    aws_account_id=target.account_id,
+                    aws_region=target.region,
+                    reason=e.code,
+                )
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _list_once(self, target: Target, statuses: Sequence[str] | None) -> list[Job]:
+        jobs: list[Job] = []
+        token: str | None = None
+        seen_tokens: set[str] = set()
+        while True:
+            kwargs: dict[str, Any] = {"MaxResults": PAGE_SIZE}
+            if statuses is not None:
+                kwargs["JobStatuses"] = list(statuses)
+            if token:
+                kwargs["NextToken"] = token
+            page = await self._call(target, "ListJobs", **kwargs)
+            for entry in page.get("Jobs") or ():
+                try:
+                    jobs.append(job_from_api(entry))
+                except (ValueError, TypeError, AttributeError) as e:
+                    _log.warning(
+                        "job_entry_skipped",
+                        aws_account_id=target.account_id,
+                        aws_region=target.region,
+                        reason=str(e),
+                    )
+            token = page.get("NextToken") or None
+            if token is None:
+                return jobs
+            if token in seen_tokens:
+                raise SourceError(
+                    target.account_id,
+                    target.region,
+                    "ListJobs",
+                    "NextTokenLoop",
+                    "AWS returned a NextToken it had already returned",
+                )
+            seen_tokens.add(token)
+
+    async def describe_job(self, target: Target, job_id: str) -> JobDetail:
+        page = await self._call(target, "DescribeJob", JobId=job_id)
+        job = page.get("Job")
+        if not isinstance(job, dict):
+            raise SourceError(
+                target.account_id, target.region, "DescribeJob", "InvalidResponse", "no Job"
+            )
+        try:
+            return detail_from_api(job)
+        except (ValueError, TypeError, AttributeError) as e:
+            raise SourceError(
+                target.account_id, target.region, "DescribeJob", "InvalidResponse", str(e)
+            ) from e
