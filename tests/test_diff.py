@@ -1,0 +1,239 @@
+"""The pure diff: every rule, no I/O."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from jobwatch.diff import DiffPolicy, TrackedJob, departed, diff
+from jobwatch.model import KNOWN_STATUSES, Job
+
+T0 = 1_800_000_000.0
+POLICY = DiffPolicy(
+    no_progress=600.0,
+    status_limits={"Suspended": 3600.0, "Preparing": 1800.0},
+    task_failure_ratio=0.1,
+    task_failure_min_tasks=100,
+    terminal_retention=86400.0,
+)
+
+
+def job(jid: str = "j1", status: str = "Active", **kw: object) -> Job:
+    kw.setdefault("creation_time", T0 - 100)
+    kw.setdefault("operation", "S3PutObjectCopy")
+    if status in ("Complete", "Failed", "Cancelled"):
+        kw.setdefault("termination_time", T0 - 10)
+    return Job.make(jid, status, **kw)  # type: ignore[arg-type]
+
+
+def kinds(result: object) -> list[str]:
+    return [c.kind for c in result.changes]  # type: ignore[attr-defined]
+
+
+def test_baseline_records_without_events() -> None:
+    r = diff(None, [job("a"), job("b", "Ready"), job("c", "Complete")], T0, POLICY, complete=True)
+    assert kinds(r) == []
+    assert set(r.jobs) == {"a", "b", "c"}
+
+
+def test_baseline_reports_recent_failure_once_and_skips_old_history() -> None:
+    recent = job("f1", "Failed", termination_time=T0 - 3600)
+    old = job("f2", "Failed", termination_time=T0 - 3 * 86400)
+    r = diff(None, [recent, old], T0, POLICY, complete=True)
+    assert kinds(r) == ["job_failed"]
+    assert r.changes[0].job.job_id == "f1"
+    assert set(r.jobs) == {"f1"}
+    # The next full listing still has both: nothing new is said.
+    r2 = diff(r.jobs, [recent, old], T0 + 60, POLICY, complete=True)
+    assert kinds(r2) == []
+
+
+def test_new_job_after_baseline_is_discovered() -> None:
+    r = diff({}, [job("n", "New")], T0, POLICY, complete=False)
+    assert kinds(r) == ["job_discovered"]
+
+
+def test_job_created_and_failed_between_polls() -> None:
+    r = diff({}, [job("x", "Failed")], T0, POLICY, complete=True)
+    assert kinds(r) == ["job_discovered", "job_failed"]
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        (a, b)
+        for a, b in itertools.permutations(KNOWN_STATUSES, 2)
+        if a not in ("Complete", "Failed", "Cancelled")
+    ],
+)
+def test_each_transition_gives_exactly_one_status_change(before: str, after: str) -> None:
+    prev = diff(None, [job("j", before)], T0, POLICY, complete=True).jobs
+    r = diff(prev, [job("j", after)], T0 + 30, POLICY, complete=True)
+    changed = [c for c in r.changes if c.kind == "job_status_changed"]
+    assert len(changed) == 1
+    assert changed[0].previous_status == before
+    assert changed[0].job.status == after
+    assert [c.kind for c in r.changes].count("job_failed") == (1 if after == "Failed" else 0)
+    # Repeating the same listing adds nothing.
+    r2 = diff(r.jobs, [job("j", after)], T0 + 60, POLICY, complete=True)
+    assert [c for c in r2.changes if c.kind in ("job_status_changed", "job_failed")] == []
+
+
+def test_seconds_in_previous_status() -> None:
+    prev = diff({}, [job("j", "Ready")], T0, POLICY, complete=True).jobs
+    r = diff(prev, [job("j", "Active")], T0 + 90, POLICY, complete=True)
+    (c,) = [c for c in r.changes if c.kind == "job_status_changed"]
+    assert c.seconds_in_previous_status == 90
+
+
+def test_stall_and_recovery_are_edge_triggered() -> None:
+    running = job("s", "Active", tasks_total=1000, tasks_succeeded=10)
+    snap = diff({}, [running], T0, POLICY, complete=True).jobs
+    for t in (300, 599):
+        snap = diff(snap, [running], T0 + t, POLICY, complete=True).jobs
+        assert not snap["s"].stalled
+    r = diff(snap, [running], T0 + 600, POLICY, complete=True)
+    assert kinds(r) == ["job_stalled"]
+    assert r.changes[0].stall_reason == "no_progress"
+    assert r.changes[0].stalled_seconds == 600
+    snap = r.jobs
+    for t in range(1, 11):  # ten more polls: no duplicate
+        r = diff(snap, [running], T0 + 600 + t * 60, POLICY, complete=True)
+        assert kinds(r) == []
+        snap = r.jobs
+    moved = job("s", "Active", tasks_total=1000, tasks_succeeded=11)
+    r = diff(snap, [moved], T0 + 2000, POLICY, complete=True)
+    assert kinds(r) == ["job_stall_recovered"]
+    assert not r.jobs["s"].stalled
+    assert r.jobs["s"].last_progress_at == T0 + 2000
+
+
+def test_entering_active_restarts_the_progress_clock() -> None:
+    snap = diff({}, [job("s", "Ready")], T0, POLICY, complete=True).jobs
+    r = diff(snap, [job("s", "Active")], T0 + 5000, POLICY, complete=True)
+    assert "job_stalled" not in kinds(r)
+    assert r.jobs["s"].last_progress_at == T0 + 5000
+
+
+def test_paused_job_is_not_stalled() -> None:
+    snap = diff({}, [job("p", "Paused")], T0, POLICY, complete=True).jobs
+    r = diff(snap, [job("p", "Paused")], T0 + 10 * 86400, POLICY, complete=True)
+    assert kinds(r) == []
+
+
+def test_status_held_too_long_is_overdue_until_it_moves() -> None:
+    snap = diff({}, [job("w", "Suspended")], T0, POLICY, complete=True).jobs
+    r = diff(snap, [job("w", "Suspended")], T0 + 3599, POLICY, complete=True)
+    assert kinds(r) == []
+    r = diff(r.jobs, [job("w", "Suspended")], T0 + 3600, POLICY, complete=True)
+    assert kinds(r) == ["job_stalled"]
+    assert r.changes[0].stall_reason == "status_overdue"
+    assert r.jobs["w"].overdue
+    r = diff(r.jobs, [job("w", "Ready")], T0 + 4000, POLICY, complete=True)
+    assert kinds(r) == ["job_status_changed", "job_stall_recovered"]
+    assert not r.jobs["w"].overdue
+
+
+def test_preparing_since_creation_counts_from_creation_time() -> None:
+    # First seen in Preparing, created 2h ago: the 30 min limit is already passed.
+    r = diff({}, [job("p", "Preparing", creation_time=T0 - 7200)], T0, POLICY, complete=True)
+    assert kinds(r) == ["job_discovered", "job_stalled"]
+
+
+def test_stalled_job_that_fails_reports_failure_and_recovery() -> None:
+    running = job("s", "Active", tasks_succeeded=1)
+    snap = diff({}, [running], T0, POLICY, complete=True).jobs
+    snap = diff(snap, [running], T0 + 700, POLICY, complete=True).jobs
+    r = diff(snap, [job("s", "Failed", tasks_succeeded=1)], T0 + 800, POLICY, complete=True)
+    assert kinds(r) == ["job_status_changed", "job_failed", "job_stall_recovered"]
+
+
+def test_task_failure_ratio_fires_once_after_min_tasks() -> None:
+    few = job("r", "Active", tasks_total=1000, tasks_succeeded=50, tasks_failed=49)
+    r = diff({}, [few], T0, POLICY, complete=True)
+    assert "job_task_failure_ratio_exceeded" not in kinds(r)  # 99 < 100 tasks run
+    many = job("r", "Active", tasks_total=1000, tasks_succeeded=80, tasks_failed=20)
+    r = diff(r.jobs, [many], T0 + 60, POLICY, complete=True)
+    assert kinds(r) == ["job_task_failure_ratio_exceeded"]
+    more = job("r", "Active", tasks_total=1000, tasks_succeeded=90, tasks_failed=40)
+    r = diff(r.jobs, [more], T0 + 120, POLICY, complete=True)
+    assert kinds(r) == []
+
+
+def test_exactly_at_ratio_threshold_does_not_fire() -> None:
+    j = job("r", "Active", tasks_succeeded=90, tasks_failed=10)
+    assert kinds(diff({}, [j], T0, POLICY, complete=True)) == ["job_discovered"]
+
+
+def test_complete_listing_ages_out_missing_jobs() -> None:
+    snap = diff({}, [job("a"), job("b")], T0, POLICY, complete=True).jobs
+    r = diff(snap, [job("a")], T0 + 60, POLICY, complete=True)
+    assert kinds(r) == ["job_aged_out"]
+    assert r.changes[0].aged_out_reason == "unlisted"
+    assert set(r.jobs) == {"a"}
+
+
+def test_incremental_listing_keeps_missing_jobs_unless_gone() -> None:
+    snap = diff({}, [job("a"), job("b", "Complete")], T0, POLICY, complete=True).jobs
+    r = diff(snap, [job("a")], T0 + 60, POLICY, complete=False)
+    assert kinds(r) == []
+    assert set(r.jobs) == {"a", "b"}
+    r = diff(snap, [], T0 + 60, POLICY, complete=False, gone={"a"})
+    assert kinds(r) == ["job_aged_out"]
+    assert set(r.jobs) == {"b"}
+
+
+def test_departed_lists_only_non_terminal_jobs_missing_from_listing() -> None:
+    snap = diff({}, [job("a"), job("b"), job("c", "Complete")], T0, POLICY, complete=True).jobs
+    assert departed(snap, [job("a")]) == ["b"]
+
+
+def test_terminal_jobs_leave_after_retention() -> None:
+    done = job("d", "Complete", termination_time=T0)
+    snap = diff({}, [done], T0, POLICY, complete=True).jobs
+    r = diff(snap, [done], T0 + 86400, POLICY, complete=True)
+    assert kinds(r) == []
+    r = diff(r.jobs, [done], T0 + 86401, POLICY, complete=True)
+    assert kinds(r) == ["job_aged_out"]
+    assert r.changes[0].aged_out_reason == "retention"
+    # Listed again by a later full resync: history, not news.
+    r = diff(r.jobs, [done], T0 + 90000, POLICY, complete=True)
+    assert kinds(r) == [] and r.jobs == {}
+
+
+def test_terminal_job_without_any_time_is_history() -> None:
+    odd = Job.make("o", "Failed")
+    assert kinds(diff({}, [odd], T0, POLICY, complete=True)) == []
+
+
+def test_unknown_status_is_data() -> None:
+    snap = diff({}, [job("u", "Active")], T0, POLICY, complete=True).jobs
+    r = diff(snap, [job("u", "Archiving")], T0 + 60, POLICY, complete=True)
+    assert kinds(r) == ["job_status_changed"]
+    assert r.jobs["u"].job.status == "Archiving"
+    assert not r.jobs["u"].job.terminal
+
+
+def test_duplicate_entries_in_listing_count_once() -> None:
+    r = diff({}, [job("a"), job("a", "Failed")], T0, POLICY, complete=True)
+    assert kinds(r) == ["job_discovered"]
+
+
+def test_describe_without_operation_keeps_the_listed_one() -> None:
+    snap = diff({}, [job("a", operation="S3NewThing")], T0, POLICY, complete=True).jobs
+    described = job("a", "Failed", operation="")
+    r = diff(snap, [described], T0 + 60, POLICY, complete=False)
+    assert r.jobs["a"].job.operation == "S3NewThing"
+
+
+def test_clock_going_back_does_not_stall_or_crash() -> None:
+    snap = diff({}, [job("a")], T0, POLICY, complete=True).jobs
+    r = diff(snap, [job("a")], T0 - 3600, POLICY, complete=True)
+    assert kinds(r) == []
+
+
+def test_tracked_job_ended_at() -> None:
+    t = TrackedJob(job("a", "Complete", termination_time=None), T0, T0 + 5, T0)
+    assert t.ended_at == T0 + 5
+    assert TrackedJob(job("a"), T0, T0, T0).ended_at is None
