@@ -28,6 +28,7 @@ from jobwatch.events import EventSink, LogSink
 from jobwatch.http import create_http_app
 from jobwatch.log import get_logger
 from jobwatch.metrics import JobwatchCollector, make_registry
+from jobwatch.persist import StateSaver, load_into
 from jobwatch.poller import PollSettings, TargetPoller
 from jobwatch.source import JobSource, S3ControlJobSource
 from jobwatch.state import Store
@@ -75,12 +76,17 @@ class App:
         self.stop_event = asyncio.Event()
         self.http_port: int | None = None
         self.pollers: list[TargetPoller] = []
+        self.saver: StateSaver | None = None
         self._stack = AsyncExitStack()
 
     async def start(self) -> None:
         """Create clients and the HTTP server (not the poll loops): see :meth:`run`."""
         if self.sinks is None:
             self.sinks = [LogSink()]
+        if self.config.state_file is not None:
+            load_into(self.store, self.config.state_file)
+            self.saver = StateSaver(self.store, self.config.state_file, self.clock.time)
+            self.store.on_change = self.saver.mark_dirty
         source = self.source
         if source is None:
             pool = ClientPool(
@@ -131,6 +137,10 @@ class App:
             asyncio.create_task(p.run(self.stop_event), name=f"poll {p.target}")
             for p in self.pollers
         ]
+        saver_stop = asyncio.Event()
+        saver = None
+        if self.saver is not None:
+            saver = asyncio.create_task(self.saver.run(saver_stop), name="state saver")
         _log.info("started", targets=len(self.pollers), version=__version__)
         # Everything allocated so far lives for the whole run: keep the
         # collector from walking it on every full collection.
@@ -147,6 +157,10 @@ class App:
             for t in done:
                 if not t.cancelled() and t.exception() is not None:
                     _log.error("poll_loop_died", error=repr(t.exception()))
+            if saver is not None:
+                # After the polls drained, so the last save has their results.
+                saver_stop.set()
+                await saver
 
     def request_stop(self) -> None:
         self.stop_event.set()

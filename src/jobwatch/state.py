@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import bisect
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from jobwatch.diff import EVENT_KINDS, TrackedJob
@@ -50,6 +50,8 @@ class Store:
         self.poll_buckets: list[int] = [0] * (len(POLL_DURATION_BUCKETS) + 1)
         self.poll_sum = 0.0
         self.poll_count = 0
+        #: Called after a target's snapshot changed (the state file saver listens).
+        self.on_change: Callable[[], None] | None = None
 
     def __getitem__(self, key: tuple[str, str]) -> TargetState:
         return self.targets[key]
@@ -72,6 +74,8 @@ class Store:
         ts.consecutive_failures = 0
         ts.last_error = None
         ts.polls["success"] += 1
+        if self.on_change is not None:
+            self.on_change()
 
     def record_failure(self, key: tuple[str, str], error: str) -> None:
         ts = self.targets[key]
