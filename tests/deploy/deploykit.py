@@ -15,6 +15,7 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,6 +28,8 @@ RULE_TESTS_DIR = DEPLOY / "prometheus" / "tests"
 ALERTMANAGER_CONFIG = DEPLOY / "alertmanager" / "alertmanager.yaml"
 DASHBOARD = DEPLOY / "grafana" / "jobwatch-dashboard.json"
 RUNBOOKS = REPO / "docs" / "runbooks.md"
+
+Manifests = list[dict[str, Any]]
 
 # Where each external tool comes from, for the failure message when it is missing.
 _TOOL_SOURCES = {
@@ -261,3 +264,13 @@ class DockerIgnore:
                 if rel != ".dockerignore" and not self.excluded(rel):
                     kept.append(rel)
         return sorted(kept)
+
+
+def require_module(module: str, pip_name: str) -> None:
+    """Fail (not skip) when a Python package the deploy tests need is missing."""
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        pytest.fail(
+            f"Python package `{pip_name}` is not installed (pip install {pip_name})", pytrace=False
+        )

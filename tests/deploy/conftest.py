@@ -1,0 +1,36 @@
+"""Fixtures for the deploy tests: rendered kustomize output, parsed rules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+from deploykit import KUSTOMIZE_BASE, KUSTOMIZE_OVERLAY, Manifests, output_of, require_tool, run
+
+
+def render_kustomize(directory: Path) -> Manifests:
+    """``kubectl kustomize DIR``, parsed; fails the test with kubectl's message."""
+    kubectl = require_tool("kubectl")
+    proc = run([kubectl, "kustomize", str(directory)])
+    assert proc.returncode == 0, output_of(proc)
+    docs = [d for d in yaml.safe_load_all(proc.stdout) if d is not None]
+    assert docs, f"{directory} rendered nothing"
+    return docs
+
+
+@pytest.fixture(scope="session")
+def base_manifests() -> Manifests:
+    return render_kustomize(KUSTOMIZE_BASE)
+
+
+@pytest.fixture(scope="session")
+def overlay_manifests() -> Manifests:
+    return render_kustomize(KUSTOMIZE_OVERLAY)
+
+
+@pytest.fixture(scope="session", params=["base", "overlay"])
+def manifests(request: pytest.FixtureRequest) -> Manifests:
+    name = "base_manifests" if request.param == "base" else "overlay_manifests"
+    value: Manifests = request.getfixturevalue(name)
+    return value
