@@ -141,7 +141,6 @@ class TargetPoller:
     ) -> tuple[list[tuple[Change, JobDetail | None]], dict[str, TrackedJob]]:
         statuses = None if full else NON_TERMINAL_STATUSES
         listing = await self._source.list_jobs(self.target, statuses)
-        self._note_unknown(listing)
         details: dict[str, JobDetail] = {}
         gone: set[str] = set()
         if not full and previous:
@@ -156,6 +155,7 @@ class TargetPoller:
                     continue
                 details[job_id] = detail
                 listing.append(detail.job)
+        self._note_unknown(listing)
         result = diff(previous, listing, now, self._policy, complete=full, gone=gone)
         out: list[tuple[Change, JobDetail | None]] = []
         for change in result.changes:

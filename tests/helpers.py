@@ -1,0 +1,71 @@
+"""Test helpers: a simulator on loopback and a jobwatch App wired to it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from jobwatch.app import App
+from jobwatch.clock import ManualClock
+from jobwatch.config import Config
+from jobwatch.simulator import Scenario, Simulator, SimulatorServer
+from jobwatch.testing import MemorySink
+
+
+@dataclass
+class World:
+    sim: Simulator
+    app: App
+    sink: MemorySink
+    clock: ManualClock
+    url: str
+
+    async def step(self, seconds: float) -> None:
+        """Advance simulated time, then poll every target once."""
+        self.sim.advance(seconds)
+        await self.app.poll_all_once()
+
+    def sample(self, name: str, **labels: str) -> float | None:
+        return self.app.registry.get_sample_value(name, labels)
+
+    def tracked(self, account: str, region: str) -> dict[str, str]:
+        jobs = self.app.store[(account, region)].jobs or {}
+        return {jid: t.job.status for jid, t in jobs.items()}
+
+    def truth(self, account: str, region: str) -> dict[str, str]:
+        return {j.job_id: j.status for j in self.sim.jobs(account, region) if j.listed}
+
+
+def targets_of(scenario: Mapping[str, Any]) -> list[dict[str, Any]]:
+    default_regions = scenario.get("regions", ["us-east-1"])
+    return [
+        {"account_id": a["id"], "regions": list(a.get("regions") or default_regions)}
+        for a in scenario["accounts"]
+    ]
+
+
+@asynccontextmanager
+async def running(
+    scenario: Mapping[str, Any], config: Mapping[str, Any] | None = None
+) -> AsyncIterator[World]:
+    """A simulator for ``scenario`` and a started (not yet polling) App against it."""
+    clock = ManualClock()
+    sim = Simulator(Scenario.model_validate(scenario), clock)
+    async with SimulatorServer(sim, host="127.0.0.1", port=0) as server:
+        cfg = Config.model_validate(
+            {
+                "interval": "10s",
+                "jitter": 0,
+                "timeout": "5s",
+                "retry": {"mode": "standard", "max_attempts": 3},
+                "endpoint_url": server.url,
+                "targets": targets_of(scenario),
+                **(config or {}),
+            }
+        )
+        sink = MemorySink()
+        app = App(cfg, clock=clock, sinks=[sink])
+        async with app:
+            yield World(sim, app, sink, clock, server.url)
