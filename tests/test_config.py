@@ -31,9 +31,12 @@ def test_example_config_is_valid() -> None:
 
 def test_defaults() -> None:
     cfg = parse_config(ACCOUNT, environ={})
-    assert cfg.interval == 60 and cfg.listen == "0.0.0.0:9877"
-    assert cfg.retry.mode == "standard" and cfg.log.format == "json"
-    assert cfg.stall.no_progress == 1800 and cfg.terminal_retention == 86400
+    assert cfg.interval == 60
+    assert cfg.listen == "0.0.0.0:9877"
+    assert cfg.retry.mode == "standard"
+    assert cfg.log.format == "json"
+    assert cfg.stall.no_progress == 1800
+    assert cfg.terminal_retention == 86400
     (t,) = cfg.resolved_targets()
     assert (t.account_id, t.region, t.role_arn) == ("123456789012", "us-east-1", None)
 
@@ -124,7 +127,8 @@ def test_check_config_lists_targets(tmp_path: Path) -> None:
     path = tmp_path / "ok.yaml"
     path.write_text(
         ACCOUNT
-        + "defaults: {regions: [us-east-1, eu-west-1], role_arn: 'arn:aws:iam::{account_id}:role/r'}\n"
+        + "defaults: {regions: [us-east-1, eu-west-1],"
+        + " role_arn: 'arn:aws:iam::{account_id}:role/r'}\n"
     )
     out = io.StringIO()
     assert main(["check-config", "-c", str(path)], out=out) == 0

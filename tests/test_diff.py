@@ -199,7 +199,8 @@ def test_terminal_jobs_leave_after_retention() -> None:
     assert r.changes[0].aged_out_reason == "retention"
     # Listed again by a later full resync: history, not news.
     r = diff(r.jobs, [done], T0 + 90000, POLICY, complete=True)
-    assert kinds(r) == [] and r.jobs == {}
+    assert kinds(r) == []
+    assert r.jobs == {}
 
 
 def test_terminal_job_without_any_time_is_history() -> None:

@@ -114,11 +114,14 @@ class App:
         """Start the HTTP server; returns the bound port (``listen`` may use port 0)."""
         host, _, port = (listen or self.config.listen).rpartition(":")
         runner = web.AppRunner(
-            create_http_app(self.store, self.registry), access_log=None, handle_signals=False
+            create_http_app(self.store, self.registry),
+            access_log=None,
+            handle_signals=False,
+            shutdown_timeout=1.0,
         )
         await runner.setup()
         self._stack.push_async_callback(runner.cleanup)
-        site = web.TCPSite(runner, host.strip("[]"), int(port), shutdown_timeout=1.0)
+        site = web.TCPSite(runner, host.strip("[]"), int(port))
         await site.start()
         server = site._server  # aiohttp exposes the bound port only here
         sockets = getattr(server, "sockets", None) or []

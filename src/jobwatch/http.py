@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import generate_latest
 from prometheus_client.registry import CollectorRegistry
 
 from jobwatch.state import Store
@@ -11,6 +11,8 @@ from jobwatch.state import Store
 __all__ = ["create_http_app"]
 
 _MAX_REQUEST_BYTES = 8 * 1024
+#: The classic text format every Prometheus 2.x and 3.x reads (names are legacy-safe).
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 def create_http_app(store: Store, registry: CollectorRegistry) -> web.Application:
@@ -18,7 +20,7 @@ def create_http_app(store: Store, registry: CollectorRegistry) -> web.Applicatio
 
     async def metrics(request: web.Request) -> web.StreamResponse:
         body = generate_latest(registry)
-        resp = web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+        resp = web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
         if "gzip" in request.headers.get("Accept-Encoding", ""):
             resp.enable_compression(web.ContentCoding.gzip)
         return resp

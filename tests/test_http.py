@@ -1,0 +1,126 @@
+"""The HTTP server over real HTTP, and the exposition checked by promtool."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+import aiohttp
+import pytest
+
+from tests.helpers import running
+
+A = "111111111111"
+SCENARIO = {
+    "accounts": [
+        {
+            "id": A,
+            "regions": ["us-east-1", "eu-west-1"],
+            "jobs": [
+                {"id": "copy-job-1", "tasks": 100_000, "rate": 10, "region": "us-east-1"},
+                {
+                    "id": "tag-job-1",
+                    "tasks": 10,
+                    "rate": 10,
+                    "region": "eu-west-1",
+                    "description": 'quote " backslash \\ newline \n',
+                },
+            ],
+        }
+    ]
+}
+LABELS = {"defaults": {"labels": {"team": "storage"}}}
+
+
+def promtool() -> str:
+    path = shutil.which("promtool")
+    if path is None:
+        pytest.fail("promtool is missing: run `make sysdeps` (Debian package prometheus)")
+    return path
+
+
+async def test_endpoints_and_exposition() -> None:
+    async with running(SCENARIO, LABELS) as w:
+        port = await w.app.serve_http("127.0.0.1:0")
+        base = f"http://127.0.0.1:{port}"
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"{base}/healthz") as r:
+                assert r.status == 200
+            async with http.get(f"{base}/readyz") as r:
+                assert r.status == 503  # no poll yet
+                assert A in await r.text()
+            await w.app.poll_all_once()
+            await w.step(30)
+            async with http.get(f"{base}/readyz") as r:
+                assert r.status == 200
+            async with http.get(f"{base}/metrics") as r:
+                assert r.status == 200
+                assert r.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+                text = await r.text()
+            async with http.head(f"{base}/metrics") as r:
+                assert r.status == 200
+            async with http.post(f"{base}/metrics") as r:
+                assert r.status == 405
+            async with http.get(f"{base}/debug") as r:
+                assert r.status == 404
+            async with http.get(f"{base}/metrics", headers={"Accept-Encoding": "gzip"}) as r:
+                assert r.headers.get("Content-Encoding") == "gzip"
+                assert "s3batch_jobs" in await r.text()  # decompressed by the client
+    assert (
+        's3batch_job_status{aws_account_id="111111111111",aws_region="us-east-1",'
+        'job_id="copy-job-1",status="Active",team="storage"} 1.0' in text
+    )
+    assert (
+        'jobwatch_target_up{aws_account_id="111111111111",aws_region="eu-west-1",team="storage"} 1.0'
+        in text
+    )
+    assert "jobwatch_build_info{" in text
+    # Every documented family is present.
+    for family in (
+        "s3batch_job_info",
+        "s3batch_job_tasks",
+        "s3batch_job_tasks_succeeded",
+        "s3batch_job_tasks_failed",
+        "s3batch_job_task_failure_ratio",
+        "s3batch_job_active_seconds",
+        "s3batch_job_created_timestamp_seconds",
+        "s3batch_job_terminated_timestamp_seconds",
+        "s3batch_job_status_since_timestamp_seconds",
+        "s3batch_job_last_progress_timestamp_seconds",
+        "s3batch_job_stalled",
+        "s3batch_job_status_overdue",
+        "s3batch_jobs",
+        "jobwatch_target_last_success_timestamp_seconds",
+        "jobwatch_target_poll_duration_seconds",
+        "jobwatch_target_consecutive_failures",
+        "jobwatch_target_polls_total",
+        "jobwatch_target_poll_overruns_total",
+        "jobwatch_api_requests_total",
+        "jobwatch_events_total",
+        "jobwatch_unknown_values_total",
+        "jobwatch_targets",
+        "jobwatch_poll_duration_seconds_bucket",
+    ):
+        assert f"\n{family}{{" in text or f"\n{family} " in text, family
+    check = subprocess.run(
+        [promtool(), "check", "metrics"], input=text, capture_output=True, text=True, check=False
+    )
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert check.stdout.strip() == "", check.stdout  # no lint findings either
+
+
+async def test_jobs_leave_the_exposition_when_untracked() -> None:
+    async with running(SCENARIO, {"terminal_retention": "60s"}) as w:
+        await w.app.poll_all_once()
+        labels = {"aws_account_id": A, "aws_region": "eu-west-1", "job_id": "tag-job-1"}
+        await w.step(30)  # tag-job-1 completes quickly
+        assert w.sample("s3batch_job_status", **labels, status="Complete") == 1
+        assert w.sample("s3batch_job_terminated_timestamp_seconds", **labels) is not None
+        await w.step(120)
+        assert w.sample("s3batch_job_status", **labels, status="Complete") is None
+        assert w.sample("s3batch_job_tasks", **labels) is None
+        assert (
+            w.sample("s3batch_jobs", aws_account_id=A, aws_region="eu-west-1", status="Complete")
+            == 0
+        )
+        assert len(w.sink.of("job_aged_out", "tag-job-1")) == 1
