@@ -26,7 +26,8 @@ accounts:
   - id: "{A}"
     jobs:
       - {{id: cli-active-job, tasks: 1000000, rate: 1, created_at: -1h}}
-      - {{id: cli-paused-job, tasks: 1000000, rate: 1, created_at: -1h, timeline: [{{at: -30m, action: pause}}]}}
+      - {{id: cli-paused-job, tasks: 1000000, rate: 1, created_at: -1h,
+         timeline: [{{at: -30m, action: pause}}]}}
   - id: "{D}"
     access_denied: true
 """
