@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
-from deploykit import KUSTOMIZE_BASE, KUSTOMIZE_OVERLAY, Manifests, output_of, require_tool, run
+from deploykit import (
+    KUSTOMIZE_BASE,
+    KUSTOMIZE_OVERLAY,
+    Manifests,
+    ProcessGroup,
+    output_of,
+    require_tool,
+    run,
+)
 
 
 def render_kustomize(directory: Path) -> Manifests:
@@ -34,3 +43,16 @@ def manifests(request: pytest.FixtureRequest) -> Manifests:
     name = "base_manifests" if request.param == "base" else "overlay_manifests"
     value: Manifests = request.getfixturevalue(name)
     return value
+
+
+@pytest.fixture
+def processes(tmp_path: Path) -> Iterator[ProcessGroup]:
+    """Start child processes through this; all are stopped at teardown, and their
+    last log lines are printed (pytest shows them when the test failed)."""
+    group = ProcessGroup(tmp_path)
+    try:
+        yield group
+    finally:
+        group.stop()
+        if group.children:
+            print(group.logs())

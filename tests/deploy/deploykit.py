@@ -6,6 +6,7 @@ arguments. Nothing here touches the network beyond loopback.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -274,3 +275,129 @@ def require_module(module: str, pip_name: str) -> None:
         pytest.fail(
             f"Python package `{pip_name}` is not installed (pip install {pip_name})", pytrace=False
         )
+
+
+# --- processes and HTTP on loopback -----------------------------------------------------
+
+
+class ProcessGroup:
+    """Child processes of one test, each in its own session, logs in files.
+
+    ``stop()`` ends every one of them (SIGTERM to its process group, SIGKILL after a
+    grace period); the ``processes`` fixture calls it in teardown whatever happened.
+    """
+
+    def __init__(self, logdir: Path) -> None:
+        self.logdir = logdir
+        self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
+
+    def start(
+        self,
+        name: str,
+        args: list[str],
+        *,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> subprocess.Popen[bytes]:
+        log = (self.logdir / f"{name}.log").open("wb")
+        try:
+            proc = subprocess.Popen(
+                args,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd=cwd,
+                start_new_session=True,
+            )
+        finally:
+            log.close()
+        self.children.append((name, proc))
+        return proc
+
+    def log(self, name: str) -> str:
+        path = self.logdir / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def logs(self, tail: int = 40) -> str:
+        parts = []
+        for name, proc in self.children:
+            lines = self.log(name).splitlines()[-tail:]
+            parts.append(f"--- {name} (pid {proc.pid}, exit {proc.poll()}) last lines:")
+            parts.extend(lines)
+        return "\n".join(parts)
+
+    def assert_running(self) -> None:
+        for name, proc in self.children:
+            if proc.poll() is not None:
+                pytest.fail(f"{name} exited with {proc.returncode}\n{self.logs()}", pytrace=False)
+
+    def stop(self, grace: float = 5.0) -> None:
+        import signal
+
+        for _, proc in reversed(self.children):
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+        for _, proc in reversed(self.children):
+            try:
+                proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=grace)
+
+
+def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
+    """GET a loopback URL; (status, body), or (0, b"") when nothing answers."""
+    import urllib.error
+    import urllib.request
+
+    assert url.startswith(("http://127.0.0.1:", "http://localhost:")), url
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - loopback only
+            status: int = response.status
+            return status, response.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return 0, b""
+
+
+def http_post_json(url: str, payload: Any, timeout: float = 5.0) -> int:
+    import urllib.request
+
+    assert url.startswith(("http://127.0.0.1:", "http://localhost:")), url
+    request = urllib.request.Request(  # noqa: S310 - loopback only
+        url,
+        data=json.dumps(payload).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+        status: int = response.status
+        return status
+
+
+def wait_until(
+    what: str,
+    predicate: Any,
+    *,
+    timeout: float,
+    interval: float = 0.25,
+    processes: ProcessGroup | None = None,
+) -> Any:
+    """Call ``predicate`` until it returns something truthy; fail after ``timeout``."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        if processes is not None:
+            processes.assert_running()
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            logs = processes.logs() if processes is not None else ""
+            pytest.fail(f"timed out after {timeout}s waiting for {what}\n{logs}", pytrace=False)
+        time.sleep(interval)
