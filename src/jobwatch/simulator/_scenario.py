@@ -146,6 +146,9 @@ class SimJobSpec(_Strict):
 
     ``tasks`` is the manifest size, ``rate`` tasks per second while Active and
     not stalled, ``failure_ratio`` the share of run tasks that fail.
+    ``created_at`` is relative to the origin (default 0: the job is created,
+    ``New``, at the scenario start, and is Active about 6 s later with the
+    default phases); negative values make history.
     """
 
     id: str | None = None
@@ -167,11 +170,12 @@ class SimJobSpec(_Strict):
     @model_validator(mode="after")
     def _check_id(self) -> SimJobSpec:
         if self.id is not None:
-            # Copies get a "-N" suffix, so the base must leave room for it.
-            room = 36 - (len(str(self.count)) + 1 if self.count > 1 else 0)
-            if not _JOB_ID.fullmatch(self.id) or len(self.id) > room:
+            # Copies are named "{id}-1".."{id}-{count}"; every name must be a valid job id.
+            names = [self.id] if self.count == 1 else [f"{self.id}-1", f"{self.id}-{self.count}"]
+            if not all(_JOB_ID.fullmatch(n) for n in names):
                 raise ValueError(
-                    f"job id {self.id!r} must be 5-{room} characters of A-Z a-z 0-9 - _"
+                    f"job id {self.id!r} gives ids like {names[-1]!r}: job ids are 5-36 "
+                    "characters of A-Z a-z 0-9 - _"
                 )
         return self
 

@@ -153,6 +153,7 @@ class Simulator:
                 job_id = target.new_id()
         else:
             job_id = spec.id if spec.count == 1 else f"{spec.id}-{copy + 1}"
+        phases = spec.phases or self._phases
         events: list[tuple[float, str, dict[str, Any]]] = [
             (origin + ev.at, str(ev.action), ev.params()) for ev in spec.timeline
         ]
@@ -164,7 +165,7 @@ class Simulator:
             total=spec.tasks,
             rate=spec.rate,
             failure_ratio=spec.failure_ratio,
-            phases=spec.phases or self._phases,
+            phases=phases,
             operation=spec.operation,
             description=spec.description,
             priority=spec.priority,
