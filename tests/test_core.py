@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections import Counter, defaultdict
 
 from structlog.testing import capture_logs
@@ -93,7 +94,7 @@ async def test_every_status_metrics_and_events_match_the_simulator() -> None:
             key = (e.target.account_id, e.target.region, e.change.job.job_id)
             changes[key].append((e.change.previous_status or "", e.change.job.status))
         for key, trail in seen.items():
-            assert changes[key] == list(zip(trail, trail[1:], strict=False)), key
+            assert changes[key] == list(itertools.pairwise(trail)), key
         failed = w.sink.of("job_failed")
         assert len(failed) == 6  # one failer per target
         assert all(e.detail and e.detail.failure_reasons for e in failed)
@@ -151,7 +152,8 @@ async def test_one_failure_one_stall_one_recovery_and_no_duplicates() -> None:
             {"code": "AccessDenied", "reason": "Reading the manifest is forbidden"}
         ]
         assert doc["description"] == "nightly copy"
-        assert doc["report"] is not None and doc["details_available"] is True
+        assert doc["report"] is not None
+        assert doc["details_available"] is True
         (stalled,) = w.sink.of("job_stalled")
         assert stalled.change.stall_reason == "no_progress"
         labels = {"aws_account_id": A, "aws_region": "us-east-1", "job_id": "stuck-job"}

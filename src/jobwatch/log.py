@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import MutableMapping
 from typing import Any, TextIO
 
 import structlog
@@ -18,10 +19,16 @@ _LEVELS = {
 }
 
 
-def _lead_with_event(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
+def _lead_with_event(
+    _: Any, __: str, event_dict: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
     """Put ``timestamp``, ``level`` and ``event`` first: easier to read, same JSON."""
-    lead = {k: event_dict.pop(k) for k in ("timestamp", "level", "event") if k in event_dict}
-    return {**lead, **event_dict}
+    lead: dict[str, Any] = {}
+    for key in ("timestamp", "level", "event"):
+        if key in event_dict:
+            lead[key] = event_dict.pop(key)
+    lead.update(event_dict)
+    return lead
 
 
 def configure_logging(level: str = "info", fmt: str = "json", stream: TextIO | None = None) -> None:
