@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from collections import Counter, defaultdict
 
+import pytest
 from structlog.testing import capture_logs
 
 from jobwatch.model import KNOWN_STATUSES
@@ -308,3 +309,59 @@ async def test_steady_state_cycle_requests_only_active_jobs() -> None:
         # one to learn how it ended, none more: the job_failed detail is reused.
         assert w.sim.request_count("DescribeJob", account=A) == 1
         assert w.tracked(A, "us-east-1")["live-job-1"] in ("Failing", "Failed")
+
+
+PAGED = {
+    "accounts": [{"id": A, "jobs": [{"id": "paged-job", "count": 2500, "tasks": 10**7, "rate": 1}]}]
+}
+
+
+async def test_listing_restarts_after_invalid_next_token() -> None:
+    fault = {"kind": "invalid_next_token", "accounts": [A], "count": 1}
+    async with running({**PAGED, "faults": [fault]}) as w:
+        with capture_logs() as logs:
+            await w.app.poll_all_once()
+        assert len(w.tracked(A, "us-east-1")) == 2500
+        assert w.sample("jobwatch_target_up", aws_account_id=A, aws_region="us-east-1") == 1
+        assert [e["event"] for e in logs if e["event"] == "listing_restarted"] == [
+            "listing_restarted"
+        ]
+        # first page, the refused second page, then all three pages again
+        assert w.sim.request_count("ListJobs", account=A) == 5
+
+
+async def test_listing_that_keeps_refusing_tokens_fails_the_poll_only() -> None:
+    fault = {"kind": "invalid_next_token", "accounts": [A]}
+    async with running({**PAGED, "faults": [fault]}) as w:
+        await w.app.poll_all_once()
+        assert w.app.store[(A, "us-east-1")].last_error == "InvalidNextTokenException"
+        assert w.sample("jobwatch_target_up", aws_account_id=A, aws_region="us-east-1") == 0
+
+
+@pytest.mark.parametrize(
+    ("kind", "code"),
+    [
+        ("malformed_xml", "ResponseParserError"),
+        ("truncated_xml", "ResponseParserError"),
+        ("internal_error", "InternalError"),
+        ("connection_reset", None),
+    ],
+)
+async def test_bad_responses_fail_one_poll_and_recover(kind: str, code: str | None) -> None:
+    scenario = {
+        "accounts": [
+            {"id": A, "jobs": [{"id": "steady-job", "tasks": 10**7, "rate": 1}]},
+            {"id": B, "jobs": [{"id": "other-job", "tasks": 10**7, "rate": 1}]},
+        ],
+        "faults": [{"kind": kind, "accounts": [A], "until": "15s"}],
+    }
+    async with running(scenario) as w:
+        await w.step(10)
+        state = w.app.store[(A, "us-east-1")]
+        assert not state.up
+        if code is not None:
+            assert state.last_error == code
+        assert w.sample("jobwatch_target_up", aws_account_id=B, aws_region="us-east-1") == 1
+        await w.step(10)  # the fault is spent: recovered
+        assert state.up
+        assert w.tracked(A, "us-east-1") == {"steady-job": "Active"}

@@ -13,7 +13,9 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
+from aiohttp import ClientError as HTTPClientError
 from botocore.exceptions import BotoCoreError, ClientError
+from botocore.parsers import ResponseParserError
 
 from jobwatch.aws import ClientPool, is_throttle
 from jobwatch.errors import SourceError
@@ -134,9 +136,9 @@ class S3ControlJobSource:
                 not_found=code in ("NotFoundException", "NoSuchJob") or status == 404,
                 invalid_token=code == "InvalidNextTokenException",
             )
-        if isinstance(exc, BotoCoreError):
+        if isinstance(exc, BotoCoreError | ResponseParserError | HTTPClientError):
             return SourceError(
-                target.account_id, target.region, operation, type(exc).__name__, str(exc)
+                target.account_id, target.region, operation, type(exc).__name__, str(exc)[:500]
             )
         if isinstance(exc, TimeoutError):
             return SourceError(target.account_id, target.region, operation, "Timeout", "timed out")
@@ -151,7 +153,14 @@ class S3ControlJobSource:
         async with self._limiter:
             try:
                 result: dict[str, Any] = await method(AccountId=target.account_id, **kwargs)
-            except (ClientError, BotoCoreError, ValueError, TimeoutError) as e:
+            except (
+                ClientError,
+                BotoCoreError,
+                ResponseParserError,
+                HTTPClientError,
+                ValueError,
+                TimeoutError,
+            ) as e:
                 raise self._error(target, operation, e) from e
         if not isinstance(result, dict):  # pragma: no cover - botocore always gives a dict
             raise SourceError(target.account_id, target.region, operation, "InvalidResponse", "")
