@@ -7,7 +7,7 @@ Every client, session and server is closed by the test's exit stack, so the
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -27,7 +27,7 @@ FAKE_AUTH = (
 
 
 @pytest.fixture(autouse=True)
-def _strip_aws_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+def _strip_aws_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """Nothing in these tests may find real AWS settings or credentials."""
     for name in list(os.environ):
         if name.startswith("AWS_"):
@@ -35,7 +35,6 @@ def _strip_aws_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    yield
 
 
 @pytest.fixture

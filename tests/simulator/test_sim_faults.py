@@ -100,9 +100,7 @@ async def test_invalid_next_token_in_the_middle_of_a_listing(serve: Any, connect
 
 
 @pytest.mark.parametrize("kind", ["malformed_xml", "truncated_xml"])
-async def test_broken_xml_is_a_response_parser_error(
-    serve: Any, connect: Any, kind: str
-) -> None:
+async def test_broken_xml_is_a_response_parser_error(serve: Any, connect: Any, kind: str) -> None:
     sim, server = await serve(WORLD)
     sim.add_fault(FaultSpec(kind=kind))  # type: ignore[arg-type]
     client = await connect(server.url, R)

@@ -72,7 +72,7 @@ async def test_2500_jobs_page_over_three_pages_while_jobs_change(serve: Any, con
 
 
 async def test_default_page_size_is_1000_and_zero_means_default(serve: Any, connect: Any) -> None:
-    sim, server = await serve(BIG)
+    _, server = await serve(BIG)
     client = await connect(server.url, R)
     assert len((await client.list_jobs(AccountId=A))["Jobs"]) == 1000
     assert len((await client.list_jobs(AccountId=A, MaxResults=0))["Jobs"]) == 1000

@@ -123,6 +123,7 @@ class SimJob:
         "region",
         "report",
         "role_arn",
+        "seen",
         "stalled",
         "status",
         "status_update_reason",
@@ -185,6 +186,8 @@ class SimJob:
         self.status_update_reason: str | None = None
         self.failure_reasons: list[tuple[str, str]] = []
         self.version = 0
+        #: The latest time the job was evaluated at; reads never go back before it.
+        self.seen = creation
         self._xml_static: tuple[str, str, str, str] | None = None
         self._xml_cache: str | None = None
         self._xml_cache_version = -1
@@ -197,6 +200,8 @@ class SimJob:
     def progress(self, now: float) -> tuple[int, int, int, int]:
         """``(total, succeeded, failed, elapsed_active_seconds)`` as the API reports them."""
         p, f, e = self.p0, self.f0, self.e0
+        if now < self.seen:  # the clock went back: hold the latest state anyone saw
+            now = self.seen
         if self.status == ACTIVE:
             dt = now - self.anchor
             if dt > 0.0:
@@ -256,9 +261,11 @@ class SimJob:
     def advance(self, now: float) -> None:
         """Apply every transition and timeline event due at or before ``now``.
 
-        Time never runs backwards for a job: asking for an earlier time than
-        the last change leaves the state as it is.
+        Time never runs backwards for a job: after the clock jumps back, the
+        job holds the latest state it was evaluated at until the clock catches up.
         """
+        if now > self.seen:
+            self.seen = now
         if now < self._next_change:
             return
         for _ in range(_MAX_STEPS):

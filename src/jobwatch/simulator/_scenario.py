@@ -214,21 +214,23 @@ class Scenario(_Strict):
         if not self.regions:
             raise ValueError("'regions' needs at least one region, e.g. [us-east-1]")
         seen: set[str] = set()
-        for account in self.accounts:
+        # Cross-field rules: messages start with the key path, since pydantic
+        # reports an after-validator's error at the top level.
+        for a, account in enumerate(self.accounts):
             if account.id in seen:
-                raise ValueError(f"account {account.id} appears twice in 'accounts'")
+                raise ValueError(f"accounts[{a}].id: account {account.id} appears twice")
             seen.add(account.id)
             regions = list(account.regions or self.regions)
             for i, job in enumerate(account.jobs):
                 if job.region is None and len(regions) > 1:
                     raise ValueError(
-                        f"account {account.id} jobs[{i}] needs 'region' "
-                        f"(the account has several: {', '.join(regions)})"
+                        f"accounts[{a}].jobs[{i}].region: required because the account has "
+                        f"several regions ({', '.join(regions)})"
                     )
                 if job.region is not None and job.region not in regions:
                     raise ValueError(
-                        f"account {account.id} jobs[{i}] region {job.region!r} is not one of "
-                        f"the account's regions ({', '.join(regions)}); add it to 'regions'"
+                        f"accounts[{a}].jobs[{i}].region: {job.region!r} is not one of the "
+                        f"account's regions ({', '.join(regions)}); add it to 'regions'"
                     )
         return self
 
@@ -263,7 +265,10 @@ def _format_errors(source: str, err: ValidationError) -> str:
     for e in err.errors(include_url=False):
         hint = _HINTS.get(e["type"])
         msg = e["msg"].removeprefix("Value error, ")
-        lines.append(f"  {_path(e['loc'])}: {msg}" + (f" ({hint})" if hint else ""))
+        where = _path(e["loc"])
+        # A top-level (cross-field) message already starts with its own key path.
+        text = msg if where == "(top level)" and ": " in msg else f"{where}: {msg}"
+        lines.append(f"  {text}" + (f" ({hint})" if hint else ""))
     return "\n".join(lines)
 
 
