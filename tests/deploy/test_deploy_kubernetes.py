@@ -344,7 +344,7 @@ def test_generator_check_notices_a_stale_object(tmp_path: Path) -> None:
     # And the script's --check mode says so.
     target = tmp_path / "prometheusrule.yaml"
     target.write_text(module.render(changed))
-    module.TARGET = target
+    module.__dict__["TARGET"] = target
     assert module.main(["--check"]) == 1
     target.write_text(module.render(text))
     assert module.main(["--check"]) == 0

@@ -305,8 +305,8 @@ def test_failed_and_stalled_jobs_reach_the_webhook_and_nothing_else(
         assert labels["job"] == "jobwatch"
 
     # Prometheus agrees: these two are the only alerts firing or even pending.
-    status, body = http_get(f"{prometheus}/api/v1/alerts")
-    assert status == 200
+    http_status, body = http_get(f"{prometheus}/api/v1/alerts")
+    assert http_status == 200
     active = {
         (a["labels"]["alertname"], a["labels"].get("job_id"), a["state"])
         for a in json.loads(body)["data"]["alerts"]
