@@ -136,10 +136,7 @@ def _cmd_sim(args: argparse.Namespace) -> int:
     except ScenarioError as e:
         sys.stderr.write(f"jobwatch sim: {e}\n")
         return EXIT_CONFIG
-    configure_logging("info", "json")
-    get_logger("jobwatch.simulator").info(
-        "simulator_listening", url=f"http://{args.listen}", scenario=scenario.name
-    )
+    configure_logging("info", "json")  # run_simulator logs simulator_started with the real URL
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(run_simulator(args.listen, scenario, SystemClock()))
     return EXIT_OK
