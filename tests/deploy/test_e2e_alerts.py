@@ -219,9 +219,15 @@ def test_failed_and_stalled_jobs_reach_the_webhook_and_nothing_else(
         timeout=30,
         processes=processes,
     )
-    _, metrics = http_get(f"{jobwatch}/metrics")
-    up = re.findall(rb"^jobwatch_target_up\{[^}]*\} (\S+)$", metrics, flags=re.MULTILINE)
-    assert up == [b"1.0"] * 4, f"every target polled fine before Prometheus starts: {up}"
+
+    def all_targets_up() -> bool:
+        _, metrics = http_get(f"{jobwatch}/metrics")
+        up = re.findall(rb"^jobwatch_target_up\{[^}]*\} (\S+)$", metrics, flags=re.MULTILINE)
+        return up == [b"1.0"] * 4
+
+    wait_until(
+        "all four targets polled successfully", all_targets_up, timeout=30, processes=processes
+    )
 
     # 3. Alertmanager with the example routing, notifying our webhook.
     am_config = tmp_path / "alertmanager.yaml"
