@@ -9,10 +9,20 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from jobwatch.diff import DiffPolicy, diff
+from jobwatch.diff import Change, DiffPolicy, diff
+from jobwatch.events import Event, EventRecord
 from jobwatch.model import Job, Target
-from jobwatch.persist import SCHEMA_VERSION, StateSaver, decode, encode, load_into, write_atomic
+from jobwatch.persist import (
+    SCHEMA_VERSION,
+    AckLog,
+    Committer,
+    decode,
+    encode,
+    load_into,
+    write_atomic,
+)
 from jobwatch.state import Store
+from jobwatch.testing import MemorySink
 
 T0 = 1_800_000_000.0
 TARGETS = [Target("111111111111", "us-east-1"), Target("111111111111", "eu-west-1")]
@@ -83,21 +93,86 @@ def test_write_atomic_replaces_and_leaves_no_temporary(tmp_path: Path) -> None:
     assert [p.name for p in path.parent.iterdir()] == ["state.json"]
 
 
-async def test_saver_writes_on_change_and_on_stop(tmp_path: Path) -> None:
+def _event(jid: str, status: str, observed: float) -> Event:
+    job = Job.make(jid, status, "S3PutObjectCopy", creation_time=T0)
+    return Event(Change("job_status_changed", job, previous_status="Active"), TARGETS[0], observed)
+
+
+async def test_committer_saves_before_it_emits_and_acknowledges_after(tmp_path: Path) -> None:
     path = tmp_path / "state.json"
     store = _store_with_jobs()
-    saver = StateSaver(store, path, lambda: T0, min_gap=0.01)
-    store.on_change = saver.mark_dirty
+    seen_on_disk: list[int] = []
+
+    class Probe:
+        def emit(self, event: EventRecord) -> None:
+            # At emission time the event is already in the saved outbox.
+            doc = json.loads(path.read_bytes())
+            seen_on_disk.append(len(doc["outbox"]))
+
+    sink = MemorySink()
+    committer = Committer(store, path, [Probe(), sink], lambda: T0, min_gap=0.01)
+    committer.publish([_event("a", "Paused", T0), _event("b", "Failed", T0)])
+    assert sink.events == []  # nothing before the state is written
+    await committer.commit()
+    assert [e.kind for e in sink.events] == ["job_status_changed"] * 2
+    assert seen_on_disk == [2, 2]
+    assert committer._ack.read() == 2
+    committer.close()
+    # A restart replays nothing: both were acknowledged.
+    again = MemorySink()
+    c2 = Committer(Store(TARGETS), path, [again], lambda: T0)
+    assert c2.recover() == 0
+    assert again.events == []
+    c2.close()
+
+
+async def test_unacknowledged_outbox_is_replayed_once_after_a_crash(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    events = [_event("a", "Paused", T0), _event("b", "Failed", T0), _event("c", "Ready", T0)]
+    outbox = [(i + 1, e.to_dict()) for i, e in enumerate(events)]
+    write_atomic(path, encode(_store_with_jobs(), T0, outbox))
+    # The process died after emitting and acknowledging the first event only.
+    AckLog(path.with_name("state.json.ack")).write(1)
+    sink = MemorySink()
+    store = Store(TARGETS)
+    committer = Committer(store, path, [sink], lambda: T0)
+    assert committer.recover() == 2
+    assert [e.to_dict()["job_id"] for e in sink.events] == ["b", "c"]
+    assert sink.events[0].to_dict() == events[1].to_dict()  # same fields, same event_id
+    assert store[TARGETS[0].key].jobs is not None
+    committer.close()
+    c2 = Committer(Store(TARGETS), path, [sink], lambda: T0)
+    assert c2.recover() == 0  # replayed events were acknowledged
+    c2.close()
+
+
+async def test_committer_runs_until_stopped_and_commits_the_rest(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    store = _store_with_jobs()
+    sink = MemorySink()
+    committer = Committer(store, path, [sink], lambda: T0, min_gap=0.01)
+    store.on_change = committer.mark_dirty
     stop = asyncio.Event()
-    task = asyncio.create_task(saver.run(stop))
-    saver.mark_dirty()
+    task = asyncio.create_task(committer.run(stop))
+    committer.publish([_event("a", "Paused", T0)])
     for _ in range(100):
-        if saver.writes:
+        if committer.writes:
             break
         await asyncio.sleep(0.01)
-    assert saver.writes == 1
+    assert committer.writes == 1
+    assert len(sink.events) == 1
     store.record_success(TARGETS[1].key, {}, T0 + 10, full=True)  # marks dirty
+    committer.publish([_event("b", "Paused", T0 + 10)])
     stop.set()
     await task
-    assert saver.writes == 2
+    assert len(sink.events) == 2
     assert set(decode(path.read_bytes())) == {TARGETS[0].key, TARGETS[1].key}
+    committer.close()
+
+
+def test_event_ids_are_stable_and_distinct() -> None:
+    a = _event("a", "Paused", T0)
+    assert a.event_id == _event("a", "Paused", T0).event_id
+    assert a.event_id != _event("a", "Paused", T0 + 1).event_id
+    assert a.event_id != _event("b", "Paused", T0).event_id
+    assert a.to_dict()["event_id"] == a.event_id

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 
@@ -24,11 +24,11 @@ from jobwatch.aws import ClientPool
 from jobwatch.clock import Clock, SystemClock
 from jobwatch.config import Config
 from jobwatch.diff import DiffPolicy
-from jobwatch.events import EventSink, LogSink
+from jobwatch.events import EventRecord, EventSink, LogSink, emit_all
 from jobwatch.http import create_http_app
 from jobwatch.log import get_logger
 from jobwatch.metrics import JobwatchCollector, make_registry
-from jobwatch.persist import StateSaver, load_into
+from jobwatch.persist import Committer
 from jobwatch.poller import PollSettings, TargetPoller
 from jobwatch.source import JobSource, S3ControlJobSource
 from jobwatch.state import Store
@@ -76,17 +76,28 @@ class App:
         self.stop_event = asyncio.Event()
         self.http_port: int | None = None
         self.pollers: list[TargetPoller] = []
-        self.saver: StateSaver | None = None
+        self.committer: Committer | None = None
         self._stack = AsyncExitStack()
 
     async def start(self) -> None:
         """Create clients and the HTTP server (not the poll loops): see :meth:`run`."""
         if self.sinks is None:
             self.sinks = [LogSink()]
+        sinks = list(self.sinks)
+        publish: Callable[[list[EventRecord]], None]
         if self.config.state_file is not None:
-            load_into(self.store, self.config.state_file)
-            self.saver = StateSaver(self.store, self.config.state_file, self.clock.time)
-            self.store.on_change = self.saver.mark_dirty
+            committer = Committer(self.store, self.config.state_file, sinks, self.clock.time)
+            self._stack.callback(committer.close)
+            committer.recover()
+            self.store.on_change = committer.mark_dirty
+            self.committer = committer
+            publish = committer.publish
+        else:
+
+            def publish(events: list[EventRecord]) -> None:
+                for event in events:
+                    emit_all(sinks, event)
+
         source = self.source
         if source is None:
             pool = ClientPool(
@@ -106,7 +117,7 @@ class App:
         policy = policy_from_config(self.config)
         settings = settings_from_config(self.config)
         self.pollers = [
-            TargetPoller(t, source, self.store, self.sinks, self.clock, policy, settings, self.rng)
+            TargetPoller(t, source, self.store, publish, self.clock, policy, settings, self.rng)
             for t in self.targets
         ]
 
@@ -133,6 +144,8 @@ class App:
         async with asyncio.TaskGroup() as tg:
             for p in self.pollers:
                 tg.create_task(p.poll_once())
+        if self.committer is not None:
+            await self.committer.commit()
 
     async def run_pollers(self) -> None:
         """Run every poll loop until :meth:`request_stop`; then drain within ``grace``."""
@@ -142,8 +155,8 @@ class App:
         ]
         saver_stop = asyncio.Event()
         saver = None
-        if self.saver is not None:
-            saver = asyncio.create_task(self.saver.run(saver_stop), name="state saver")
+        if self.committer is not None:
+            saver = asyncio.create_task(self.committer.run(saver_stop), name="state committer")
         _log.info("started", targets=len(self.pollers), version=__version__)
         # Everything allocated so far lives for the whole run: keep the
         # collector from walking it on every full collection.

@@ -87,7 +87,8 @@ def _cmd_check_config(args: argparse.Namespace, out: TextIO) -> int:
 
 
 async def _once(config: Config) -> App:
-    app = App(config)
+    # A look, not a run: never touch the daemon's state file.
+    app = App(config.model_copy(update={"state_file": None}))
     async with app:
         await app.poll_all_once()
     return app

@@ -7,6 +7,7 @@ docs/events.md; sinks must not invent fields.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -16,7 +17,16 @@ from jobwatch.diff import Change, EventKind
 from jobwatch.log import get_logger
 from jobwatch.model import JobDetail, Target
 
-__all__ = ["MAX_TEXT", "Event", "EventSink", "LogSink", "iso"]
+__all__ = [
+    "MAX_TEXT",
+    "Event",
+    "EventRecord",
+    "EventSink",
+    "LogSink",
+    "RecordedEvent",
+    "emit_all",
+    "iso",
+]
 
 #: Longest free-text field (descriptions, reasons) an event carries, in characters.
 MAX_TEXT = 512
@@ -52,11 +62,30 @@ class Event:
     def level(self) -> str:
         return "warning" if self.kind in _WARNING_KINDS else "info"
 
+    @property
+    def event_id(self) -> str:
+        """Stable id of this occurrence: the same change seen at the same poll, the same id."""
+        c = self.change
+        key = "|".join(
+            (
+                self.target.account_id,
+                self.target.region,
+                c.job.job_id,
+                c.kind,
+                c.previous_status or "",
+                c.job.status,
+                c.stall_reason or "",
+                repr(self.observed_at),
+            )
+        )
+        return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:24]
+
     def to_dict(self) -> dict[str, Any]:
         """The event's fields, in the order and with the names of docs/events.md."""
         c, job = self.change, self.change.job
         out: dict[str, Any] = {
             "event": c.kind,
+            "event_id": self.event_id,
             "aws_account_id": self.target.account_id,
             "aws_region": self.target.region,
             "job_id": bounded(job.job_id, 128),
@@ -110,10 +139,41 @@ class Event:
         return out
 
 
+class EventRecord(Protocol):
+    """What a sink receives: an :class:`Event`, or a :class:`RecordedEvent` replayed after
+    a restart from the state file's outbox."""
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def level(self) -> str: ...
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedEvent:
+    """An event as it was rendered before a restart (see docs/reliability.md)."""
+
+    record: dict[str, Any]
+
+    @property
+    def kind(self) -> str:
+        return str(self.record.get("event", ""))
+
+    @property
+    def level(self) -> str:
+        return "warning" if self.kind in _WARNING_KINDS else "info"
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.record)
+
+
 class EventSink(Protocol):
     """Where events go. ``emit`` must not block the event loop for long or raise."""
 
-    def emit(self, event: Event) -> None: ...
+    def emit(self, event: EventRecord) -> None: ...
 
 
 class LogSink:
@@ -122,7 +182,7 @@ class LogSink:
     def __init__(self, logger: Any = None) -> None:
         self._log = logger or get_logger("jobwatch.events")
 
-    def emit(self, event: Event) -> None:
+    def emit(self, event: EventRecord) -> None:
         fields = event.to_dict()
         name = fields.pop("event")
         if event.level == "warning":
@@ -131,7 +191,7 @@ class LogSink:
             self._log.info(name, **fields)
 
 
-def emit_all(sinks: Sequence[EventSink], event: Event) -> None:
+def emit_all(sinks: Sequence[EventSink], event: EventRecord) -> None:
     log = get_logger("jobwatch")
     for sink in sinks:
         try:

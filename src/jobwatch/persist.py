@@ -12,15 +12,27 @@ import asyncio
 import json
 import os
 import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from jobwatch.diff import TrackedJob
+from jobwatch.events import EventRecord, EventSink, RecordedEvent, emit_all
 from jobwatch.log import get_logger
 from jobwatch.model import Job
 from jobwatch.state import Store
 
-__all__ = ["SCHEMA_VERSION", "StateSaver", "decode", "encode", "load_into", "write_atomic"]
+__all__ = [
+    "SCHEMA_VERSION",
+    "AckLog",
+    "Committer",
+    "capture",
+    "decode",
+    "encode",
+    "load_into",
+    "load_state",
+    "write_atomic",
+]
 
 SCHEMA_VERSION = 1
 _log = get_logger("jobwatch.persist")
@@ -68,31 +80,75 @@ def _decode_job(row: list[Any]) -> TrackedJob:
     )
 
 
-def encode(store: Store, now: float) -> bytes:
+Snapshot = list[tuple[tuple[str, str], dict[str, TrackedJob], float | None]]
+Decoded = dict[tuple[str, str], tuple[dict[str, TrackedJob], float | None]]
+
+
+def capture(store: Store) -> Snapshot:
+    """References to every target's current snapshot (cheap; safe to encode elsewhere).
+
+    A target's ``jobs`` dict is replaced whole after each poll and never edited,
+    so another thread may read what this returns while polls go on.
+    """
+    return [
+        (key, ts.jobs, ts.last_full_listing)
+        for key, ts in list(store.targets.items())
+        if ts.jobs is not None
+    ]
+
+
+def encode(
+    snapshot: Snapshot | Store,
+    now: float,
+    outbox: list[tuple[int, dict[str, Any]]] | None = None,
+) -> bytes:
+    """The state file's bytes: snapshots plus the outbox (events not yet acknowledged)."""
+    if isinstance(snapshot, Store):
+        snapshot = capture(snapshot)
     targets: dict[str, Any] = {}
-    for ts in store.targets.values():
-        if ts.jobs is None:
-            continue
-        targets[f"{ts.target.account_id}/{ts.target.region}"] = {
-            "last_full_listing": ts.last_full_listing,
-            "jobs": [_encode_job(t) for t in ts.jobs.values()],
+    for (account, region), jobs, last_full in snapshot:
+        targets[f"{account}/{region}"] = {
+            "last_full_listing": last_full,
+            "jobs": [_encode_job(t) for t in jobs.values()],
         }
-    doc = {"version": SCHEMA_VERSION, "saved_at": now, "targets": targets}
+    doc = {
+        "version": SCHEMA_VERSION,
+        "saved_at": now,
+        "targets": targets,
+        "outbox": [[seq, record] for seq, record in (outbox or [])],
+    }
     return json.dumps(doc, separators=(",", ":")).encode()
 
 
-def decode(data: bytes) -> dict[tuple[str, str], tuple[dict[str, TrackedJob], float | None]]:
-    """Parse a state file. Raises ``ValueError`` on anything unexpected."""
+def _load_doc(data: bytes) -> dict[str, Any]:
     doc = json.loads(data)
     if not isinstance(doc, dict) or doc.get("version") != SCHEMA_VERSION:
         version = doc.get("version") if isinstance(doc, dict) else None
         raise ValueError(f"unknown state file version {version!r} (expected {SCHEMA_VERSION})")
-    out: dict[tuple[str, str], tuple[dict[str, TrackedJob], float | None]] = {}
+    return doc
+
+
+def decode(data: bytes) -> Decoded:
+    """Parse a state file's snapshots. Raises ``ValueError`` on anything unexpected."""
+    return _decode_targets(_load_doc(data))
+
+
+def _decode_targets(doc: dict[str, Any]) -> Decoded:
+    out: Decoded = {}
     for name, entry in doc["targets"].items():
         account, _, region = name.partition("/")
         jobs = {t.job.job_id: t for t in (_decode_job(r) for r in entry["jobs"])}
         last_full = entry.get("last_full_listing")
         out[(account, region)] = (jobs, float(last_full) if last_full is not None else None)
+    return out
+
+
+def _decode_outbox(doc: dict[str, Any]) -> list[tuple[int, dict[str, Any]]]:
+    out = []
+    for seq, record in doc.get("outbox", []):
+        if not isinstance(seq, int) or not isinstance(record, dict):
+            raise ValueError("malformed outbox entry")
+        out.append((seq, record))
     return out
 
 
@@ -122,18 +178,26 @@ def load_into(store: Store, path: Path) -> int:
 
     Targets no longer configured are ignored; new ones start with a baseline.
     """
+    restored, _ = load_state(store, path)
+    return restored
+
+
+def load_state(store: Store, path: Path) -> tuple[int, list[tuple[int, dict[str, Any]]]]:
+    """Restore snapshots from ``path`` into ``store``; also return the saved outbox."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        return 0
+        return 0, []
     except OSError as e:
         _log.warning("state_unreadable", path=str(path), error=str(e))
-        return 0
+        return 0, []
     try:
-        snapshots = decode(data)
+        doc = _load_doc(data)
+        snapshots = _decode_targets(doc)
+        outbox = _decode_outbox(doc)
     except (ValueError, KeyError, TypeError, AttributeError) as e:
         _log.warning("state_discarded", path=str(path), error=str(e)[:300], action="fresh baseline")
-        return 0
+        return 0, []
     restored = 0
     for key, (jobs, last_full) in snapshots.items():
         ts = store.targets.get(key)
@@ -142,35 +206,129 @@ def load_into(store: Store, path: Path) -> int:
         ts.jobs = jobs
         ts.last_full_listing = last_full
         restored += 1
-    _log.info("state_restored", path=str(path), targets=restored)
-    return restored
+    _log.info("state_restored", path=str(path), targets=restored, outbox=len(outbox))
+    return restored, outbox
 
 
-class StateSaver:
-    """Writes the store to the state file after changes, at most every ``min_gap`` s."""
+class AckLog:
+    """The sequence number of the last event handed to the sinks, in a tiny side file.
 
-    def __init__(self, store: Store, path: Path, clock_time: Any, min_gap: float = 1.0) -> None:
+    Written with one ``pwrite`` per event: a process killed at any instant
+    leaves either the old or the new number (the kernel keeps what was
+    written even if the process dies before it is flushed to disk).
+    """
+
+    _WIDTH = 20
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+
+    def read(self) -> int:
+        raw = os.pread(self._fd, self._WIDTH, 0)
+        try:
+            return int(raw.decode("ascii").strip() or 0)
+        except ValueError:
+            return 0
+
+    def write(self, seq: int) -> None:
+        os.pwrite(self._fd, str(seq).rjust(self._WIDTH).encode("ascii"), 0)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+
+class Committer:
+    """Makes event emission survive restarts: save first, then emit, then acknowledge.
+
+    Pollers hand their events to :meth:`publish`; nothing reaches a sink until
+    the state file holding the snapshot that produced them, and the events
+    themselves (the *outbox*), has been written. Then each event goes to the
+    sinks and its sequence number to the :class:`AckLog`. After a crash,
+    :meth:`recover` re-emits the outbox entries past the acknowledged number.
+
+    So an event is never lost, and is repeated only if the process dies between
+    writing it and acknowledging it (two consecutive system calls).
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        path: Path,
+        sinks: Sequence[EventSink],
+        clock_time: Callable[[], float],
+        min_gap: float = 0.2,
+    ) -> None:
         self._store = store
         self._path = path
+        self._sinks = sinks
         self._time = clock_time
         self._min_gap = min_gap
         self._dirty = asyncio.Event()
+        self._pending: list[EventRecord] = []
+        self._ack = AckLog(path.with_name(path.name + ".ack"))
+        self._seq = 0
         self.writes = 0
+        self.write_failures = 0
+
+    def recover(self) -> int:
+        """Load the state file into the store and re-emit unacknowledged events.
+
+        Returns how many events were replayed.
+        """
+        _, outbox = load_state(self._store, self._path)
+        acked = self._ack.read()
+        replayed = 0
+        for seq, record in outbox:
+            if seq > acked:
+                emit_all(self._sinks, RecordedEvent(record))
+                self._ack.write(seq)
+                replayed += 1
+            self._seq = max(self._seq, seq)
+        self._seq = max(self._seq, acked)
+        if replayed:
+            _log.info("events_replayed", count=replayed)
+        return replayed
+
+    def publish(self, events: list[EventRecord]) -> None:
+        """Queue a poll's events; they are emitted after the next state write."""
+        self._pending.extend(events)
+        self._dirty.set()
 
     def mark_dirty(self) -> None:
         self._dirty.set()
 
-    async def save(self) -> None:
+    async def commit(self) -> None:
+        """Write the state (with the queued events), then emit and acknowledge them."""
         self._dirty.clear()
-        data = encode(self._store, self._time())
+        events, self._pending = self._pending, []
+        outbox: list[tuple[int, dict[str, Any]]] = []
+        for event in events:
+            self._seq += 1
+            outbox.append((self._seq, event.to_dict()))
+        snapshot = capture(self._store)
+        now = self._time()
         try:
-            await asyncio.to_thread(write_atomic, self._path, data)
+            await asyncio.to_thread(self._write, snapshot, now, outbox)
             self.writes += 1
         except OSError as e:
+            # Availability first: emit anyway; a restart may then repeat them.
+            self.write_failures += 1
             _log.warning("state_write_failed", path=str(self._path), error=str(e))
+        for (seq, _), event in zip(outbox, events, strict=True):
+            emit_all(self._sinks, event)
+            self._ack.write(seq)
+
+    def _write(
+        self, snapshot: Snapshot, now: float, outbox: list[tuple[int, dict[str, Any]]]
+    ) -> None:
+        write_atomic(self._path, encode(snapshot, now, outbox))
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Save whenever marked dirty, until ``stop``; a last save on the way out."""
+        """Commit whenever there is something new, until ``stop``; a last commit on the way out."""
         try:
             while not stop.is_set():
                 waiter = asyncio.ensure_future(self._dirty.wait())
@@ -181,8 +339,11 @@ class StateSaver:
                     waiter.cancel()
                     stopper.cancel()
                 if self._dirty.is_set():
-                    await self.save()
+                    await self.commit()
                     await asyncio.sleep(self._min_gap)
         finally:
-            if self._dirty.is_set():
-                await self.save()
+            if self._dirty.is_set() or self._pending:
+                await self.commit()
+
+    def close(self) -> None:
+        self._ack.close()

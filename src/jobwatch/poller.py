@@ -11,13 +11,13 @@ import asyncio
 import random
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from jobwatch.clock import Clock
 from jobwatch.diff import Change, DiffPolicy, TrackedJob, departed, diff
 from jobwatch.errors import SourceError
-from jobwatch.events import Event, EventSink, emit_all
+from jobwatch.events import Event, EventRecord
 from jobwatch.log import get_logger
 from jobwatch.model import KNOWN_STATUSES, NON_TERMINAL_STATUSES, Job, JobDetail, Target
 from jobwatch.source import JobSource
@@ -62,7 +62,7 @@ class TargetPoller:
         target: Target,
         source: JobSource,
         store: Store,
-        sinks: Sequence[EventSink],
+        publish: Callable[[list[EventRecord]], None],
         clock: Clock,
         policy: DiffPolicy,
         settings: PollSettings,
@@ -71,7 +71,7 @@ class TargetPoller:
         self.target = target
         self._source = source
         self._store = store
-        self._sinks = sinks
+        self._publish = publish
         self._clock = clock
         self._policy = policy
         self._settings = settings
@@ -132,8 +132,8 @@ class TargetPoller:
             self._store.record_duration(key, time.monotonic() - started)
         self._store.record_success(key, jobs, now, full=full)
         self._store.count_events(Counter(c.kind for c, _ in changes))
-        for change, detail in changes:
-            emit_all(self._sinks, Event(change, self.target, now, detail))
+        if changes:
+            self._publish([Event(change, self.target, now, detail) for change, detail in changes])
         return True
 
     async def _cycle(

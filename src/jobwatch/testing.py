@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any
 
-from jobwatch.events import Event
+from jobwatch.events import EventRecord
 
 __all__ = ["MemorySink"]
 
@@ -13,19 +14,20 @@ class MemorySink:
     """An :class:`~jobwatch.events.EventSink` that keeps every event in a list."""
 
     def __init__(self) -> None:
-        self.events: list[Event] = []
+        # Events as emitted (``jobwatch.events.Event``, or ``RecordedEvent`` on replay).
+        self.events: list[Any] = []
 
-    def emit(self, event: Event) -> None:
+    def emit(self, event: EventRecord) -> None:
         self.events.append(event)
 
     def kinds(self) -> Counter[str]:
         return Counter(e.kind for e in self.events)
 
-    def of(self, kind: str, job_id: str | None = None) -> list[Event]:
+    def of(self, kind: str, job_id: str | None = None) -> list[Any]:
         return [
             e
             for e in self.events
-            if e.kind == kind and (job_id is None or e.change.job.job_id == job_id)
+            if e.kind == kind and (job_id is None or e.to_dict()["job_id"] == job_id)
         ]
 
     def clear(self) -> None:
