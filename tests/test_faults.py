@@ -257,3 +257,42 @@ async def test_the_clock_jumping_back_and_forward() -> None:
             assert set(app.store[(OK, R)].jobs or {}) == {"running-job"}
             assert [e.kind for e in sink.events] == ["job_aged_out"]
         assert not [e for e in logs if e["event"] == "poll_crashed"]
+
+
+async def test_a_next_token_loop_fails_the_poll_instead_of_paging_forever() -> None:
+    body = _list_jobs_body(ODD[:1]).replace(b"</Jobs>", b"</Jobs><NextToken>same</NextToken>")
+    app, _ = await _poll_raw(body)
+    assert app.store[(OK, R)].last_error == "NextTokenLoop"
+    assert not app.store[(OK, R)].up
+
+
+async def test_a_broken_sink_does_not_cost_the_other_sinks_their_events() -> None:
+    class Broken:
+        def emit(self, event: object) -> None:
+            raise RuntimeError("sink down")
+
+    scenario = {
+        "accounts": [
+            {
+                "id": OK,
+                "jobs": [
+                    {
+                        "id": "will-fail-job",
+                        "tasks": 10**7,
+                        "rate": 1,
+                        "timeline": [{"at": "15s", "action": "fail"}],
+                    }
+                ],
+            }
+        ]
+    }
+    async with running(scenario) as w:
+        good = MemorySink()
+        app = App(w.app.config, clock=w.clock, sinks=[Broken(), good])
+        async with app:
+            await app.poll_all_once()
+            with capture_logs() as logs:
+                w.sim.advance(30)
+                await app.poll_all_once()
+        assert [e.kind for e in good.events] == ["job_status_changed", "job_failed"]
+        assert sum(e["event"] == "event_sink_failed" for e in logs) == 2
