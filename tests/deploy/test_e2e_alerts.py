@@ -119,13 +119,21 @@ def _seconds(duration: str) -> float:
     return sum(int(n) * units[u] for n, u in parts)
 
 
+#: Prometheus's own start-up (first scrape, first ingestion) is not time-scaled: on a
+#: loaded machine it alone can take a few seconds, which a 5 s ``for`` would page on.
+ABSENCE_FOR_FLOOR = "30s"
+
+
 def scaled_rules() -> dict[str, Any]:
-    """Our rules with every ``for`` divided by TIME_SCALE; nothing else changed."""
+    """Our rules with every ``for`` divided by TIME_SCALE; nothing else changed, except
+    that rules on ``absent(...)`` keep at least ABSENCE_FOR_FLOOR."""
     rules: dict[str, Any] = yaml.safe_load(RULES_FILE.read_text())
     for group in rules["groups"]:
         for rule in group["rules"]:
             if "for" in rule:
                 rule["for"] = f"{int(_seconds(rule['for']) * 1000 / TIME_SCALE)}ms"
+                if "absent(" in rule["expr"]:
+                    rule["for"] = ABSENCE_FOR_FLOOR
     return rules
 
 
