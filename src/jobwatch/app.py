@@ -30,6 +30,7 @@ from jobwatch.log import get_logger
 from jobwatch.metrics import JobwatchCollector, make_registry
 from jobwatch.persist import Committer
 from jobwatch.poller import PollSettings, TargetPoller
+from jobwatch.ratelimit import AccountRateLimiter
 from jobwatch.source import JobSource, S3ControlJobSource
 from jobwatch.state import Store
 
@@ -77,6 +78,7 @@ class App:
         self.http_port: int | None = None
         self.pollers: list[TargetPoller] = []
         self.committer: Committer | None = None
+        self.rate_limiter: AccountRateLimiter | None = None
         self._stack = AsyncExitStack()
 
     async def start(self) -> None:
@@ -100,19 +102,29 @@ class App:
 
         source = self.source
         if source is None:
+            rate = AccountRateLimiter() if self.config.retry.mode == "adaptive" else None
+            self.rate_limiter = rate
+
+            def on_attempt(account: str, region: str, operation: str, outcome: str) -> None:
+                self.store.record_api_request((account, region), operation, outcome)
+                if rate is not None:
+                    rate.record(account, throttled=outcome == "throttled")
+
             pool = ClientPool(
                 endpoint_url=self.config.endpoint_url,
-                retry_mode=self.config.retry.mode,
+                # "adaptive" is per account in jobwatch (ratelimit.py): botocore's own
+                # adaptive mode would slow every account sharing the region's client.
+                retry_mode="standard",
                 max_attempts=self.config.retry.max_attempts,
                 timeout=self.config.timeout,
                 max_pool_connections=self.config.concurrency,
-                on_attempt=lambda a, r, op, out: self.store.record_api_request((a, r), op, out),
+                on_attempt=on_attempt,
                 session=self.session,
             )
             await self._stack.enter_async_context(pool)
             for target in self.targets:
                 pool.register(target)
-            source = S3ControlJobSource(pool, asyncio.Semaphore(self.config.concurrency))
+            source = S3ControlJobSource(pool, asyncio.Semaphore(self.config.concurrency), rate)
             self.source = source
         policy = policy_from_config(self.config)
         settings = settings_from_config(self.config)

@@ -21,6 +21,7 @@ from jobwatch.aws import ClientPool, is_throttle
 from jobwatch.errors import SourceError
 from jobwatch.log import get_logger
 from jobwatch.model import FailureReason, Job, JobDetail, ReportLocation, Target
+from jobwatch.ratelimit import AccountRateLimiter
 
 __all__ = ["JobSource", "S3ControlJobSource", "job_from_api"]
 
@@ -117,9 +118,15 @@ def detail_from_api(d: dict[str, Any]) -> JobDetail:
 class S3ControlJobSource:
     """ListJobs and DescribeJob through the pool, bounded by a shared semaphore."""
 
-    def __init__(self, pool: ClientPool, limiter: asyncio.Semaphore) -> None:
+    def __init__(
+        self,
+        pool: ClientPool,
+        limiter: asyncio.Semaphore,
+        rate_limiter: AccountRateLimiter | None = None,
+    ) -> None:
         self._pool = pool
         self._limiter = limiter
+        self._rate = rate_limiter
 
     def _error(self, target: Target, operation: str, exc: BaseException) -> SourceError:
         if isinstance(exc, ClientError):
@@ -150,6 +157,9 @@ class S3ControlJobSource:
     async def _call(self, target: Target, operation: str, **kwargs: Any) -> dict[str, Any]:
         client = await self._pool.client(target.region)
         method = client.list_jobs if operation == "ListJobs" else client.describe_job
+        if self._rate is not None:
+            # Before taking a slot: a slowed-down account must not hold one while it waits.
+            await self._rate.acquire(target.account_id)
         async with self._limiter:
             try:
                 result: dict[str, Any] = await method(AccountId=target.account_id, **kwargs)
