@@ -11,7 +11,7 @@ COVERAGE_FLOOR ?= 85
 # Debian packages the end-to-end and rule tests run for real.
 SYSTEM_PACKAGES := prometheus prometheus-alertmanager
 
-.PHONY: help venv sysdeps lint fmt typecheck unit test demo bench clean
+.PHONY: help venv sysdeps lint fmt typecheck unit test demo bench soak audit clean
 
 help:
 	@echo "make demo   run jobwatch against the built-in S3 Control simulator (no AWS needed)"
@@ -62,6 +62,16 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
+
+soak: $(STAMP)
+	$(BIN)/python bench/soak.py
+
+# Known vulnerabilities in the runtime dependencies. Needs PyPI's JSON API or
+# OSV on the network, which this project's CI machines do not reach.
+audit: $(STAMP)
+	$(BIN)/pip install --quiet pip-audit
+	$(BIN)/pip freeze --exclude-editable > .audit-requirements.txt
+	$(BIN)/pip-audit --strict -r .audit-requirements.txt; rc=$$?; rm -f .audit-requirements.txt; exit $$rc
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage htmlcov

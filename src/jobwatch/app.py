@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import random
+import ssl
 from collections.abc import Callable, Sequence
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
@@ -22,10 +23,10 @@ from prometheus_client.registry import CollectorRegistry
 from jobwatch import __version__
 from jobwatch.aws import ClientPool
 from jobwatch.clock import Clock, SystemClock
-from jobwatch.config import Config
+from jobwatch.config import Config, TLSConfig
 from jobwatch.diff import DiffPolicy
 from jobwatch.events import EventRecord, EventSink, LogSink, emit_all
-from jobwatch.http import create_http_app
+from jobwatch.http import KEEPALIVE_TIMEOUT, create_http_app
 from jobwatch.log import get_logger
 from jobwatch.metrics import JobwatchCollector, make_registry
 from jobwatch.persist import Committer
@@ -37,6 +38,19 @@ from jobwatch.state import Store
 __all__ = ["App", "policy_from_config", "settings_from_config"]
 
 _log = get_logger("jobwatch")
+
+
+def tls_context(tls: TLSConfig | None) -> ssl.SSLContext | None:
+    """The server's TLS context (TLS 1.2 or newer), or None for plain HTTP."""
+    if tls is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(tls.cert_file, tls.key_file)
+    if tls.client_ca_file is not None:
+        context.load_verify_locations(tls.client_ca_file)
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
 
 
 def policy_from_config(config: Config) -> DiffPolicy:
@@ -136,15 +150,19 @@ class App:
     async def serve_http(self, listen: str | None = None) -> int:
         """Start the HTTP server; returns the bound port (``listen`` may use port 0)."""
         host, _, port = (listen or self.config.listen).rpartition(":")
+        web_config = self.config.web
         runner = web.AppRunner(
-            create_http_app(self.store, self.registry),
+            create_http_app(self.store, self.registry, web_config.basic_auth),
             access_log=None,
             handle_signals=False,
             shutdown_timeout=1.0,
+            keepalive_timeout=KEEPALIVE_TIMEOUT,
         )
         await runner.setup()
         self._stack.push_async_callback(runner.cleanup)
-        site = web.TCPSite(runner, host.strip("[]"), int(port))
+        site = web.TCPSite(
+            runner, host.strip("[]"), int(port), ssl_context=tls_context(web_config.tls)
+        )
         await site.start()
         server = site._server  # aiohttp exposes the bound port only here
         sockets = getattr(server, "sockets", None) or []

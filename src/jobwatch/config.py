@@ -28,10 +28,13 @@ from jobwatch.model import KNOWN_STATUSES, TERMINAL_STATUSES, Target
 
 __all__ = [
     "AccountConfig",
+    "BasicAuthConfig",
     "Config",
     "Defaults",
     "RetryConfig",
     "StallConfig",
+    "TLSConfig",
+    "WebConfig",
     "load_config",
     "parse_config",
     "parse_duration",
@@ -191,10 +194,51 @@ def _check_regions(regions: list[str] | None) -> list[str] | None:
     return regions
 
 
+class TLSConfig(_Model):
+    """Serve HTTPS with this certificate (PEM); optionally require client certificates."""
+
+    cert_file: Path
+    key_file: Path
+    client_ca_file: Path | None = None
+
+    @field_validator("cert_file", "key_file", "client_ca_file")
+    @classmethod
+    def _readable(cls, v: Path | None) -> Path | None:
+        if v is not None and not os.access(v, os.R_OK):
+            raise ValueError(f"cannot read {str(v)!r}: check the path and the file's permissions")
+        return v
+
+
+class BasicAuthConfig(_Model):
+    """HTTP basic auth for ``/metrics`` (the probes stay open for the kubelet).
+
+    As in the Prometheus exporter-toolkit, the password is stored as a bcrypt hash:
+    ``python -c 'import bcrypt; print(bcrypt.hashpw(b"secret", bcrypt.gensalt()).decode())'``.
+    """
+
+    username: str = Field(min_length=1)
+    password_hash: str = Field(repr=False)
+
+    @field_validator("password_hash")
+    @classmethod
+    def _bcrypt(cls, v: str) -> str:
+        if not re.fullmatch(r"\$2[aby]\$\d\d\$[./A-Za-z0-9]{53}", v):
+            raise ValueError(
+                "expected a bcrypt hash ($2b$12$...), not a plain password: "
+                "see docs/configuration.md#web"
+            )
+        return v
+
+
+class WebConfig(_Model):
+    tls: TLSConfig | None = None
+    basic_auth: BasicAuthConfig | None = None
+
+
 class Defaults(_Model):
     regions: list[str] = Field(default_factory=lambda: ["us-east-1"])
     role_arn: str | None = None
-    external_id: str | None = None
+    external_id: str | None = Field(default=None, repr=False)
     session_name: str = "jobwatch"
     duration: Duration = 3600.0
     labels: dict[str, str] = Field(default_factory=dict)
@@ -207,7 +251,7 @@ class AccountConfig(_Model):
     account_id: AccountId
     regions: list[str] | None = None
     role_arn: str | None = None
-    external_id: str | None = None
+    external_id: str | None = Field(default=None, repr=False)
     session_name: str | None = None
     duration: Duration | None = None
     labels: dict[str, str] = Field(default_factory=dict)
@@ -225,6 +269,7 @@ class Config(_Model):
     retry: RetryConfig = Field(default_factory=RetryConfig)
     listen: str = "0.0.0.0:9877"
     log: LogConfig = Field(default_factory=LogConfig)
+    web: WebConfig = Field(default_factory=WebConfig)
     endpoint_url: str | None = None
     state_file: Path | None = None
     terminal_retention: Duration = 86400.0
@@ -336,7 +381,10 @@ def _format_errors(exc: ValidationError) -> list[str]:
         if hint:
             msg = hint if err["type"] in ("extra_forbidden", "missing") else f"{msg}: {hint}"
         value = err.get("input")
-        quiet = err["type"] in ("missing", "value_error") or isinstance(value, dict | list)
+        secret = any(part in ("password_hash", "external_id") for part in err["loc"])
+        quiet = (
+            err["type"] in ("missing", "value_error") or isinstance(value, dict | list) or secret
+        )
         shown = "" if quiet else f" (got {value!r})"
         problems.append(f"{loc}: {msg}{shown}" if loc else msg)
     return problems

@@ -1,24 +1,79 @@
-"""jobwatch's HTTP server: ``/metrics``, ``/healthz``, ``/readyz`` and nothing else."""
+"""jobwatch's HTTP server: ``/metrics``, ``/healthz``, ``/readyz`` and nothing else.
+
+GET and HEAD only. Request lines and headers are bounded by aiohttp (8 KiB
+each), bodies are never read, idle keep-alive connections close after 15 s.
+``/metrics`` may require HTTP basic auth (bcrypt hash, as the Prometheus
+exporter-toolkit does); the probes never do, the kubelet has no credentials.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import binascii
+import hashlib
+import hmac
+
+import bcrypt
 from aiohttp import web
 from prometheus_client import generate_latest
 from prometheus_client.registry import CollectorRegistry
 
+from jobwatch.config import BasicAuthConfig
 from jobwatch.state import Store
 
-__all__ = ["create_http_app"]
+__all__ = ["CONTENT_TYPE", "KEEPALIVE_TIMEOUT", "create_http_app"]
 
 _MAX_REQUEST_BYTES = 8 * 1024
+KEEPALIVE_TIMEOUT = 15.0
 #: The classic text format every Prometheus 2.x and 3.x reads (names are legacy-safe).
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
-def create_http_app(store: Store, registry: CollectorRegistry) -> web.Application:
+class _BasicAuth:
+    """Checks ``Authorization: Basic`` against a bcrypt hash.
+
+    bcrypt is slow on purpose, so it runs in a thread, and a credential that
+    passed is remembered (as a SHA-256) so that each scrape does not pay again.
+    """
+
+    def __init__(self, config: BasicAuthConfig) -> None:
+        self._username = config.username.encode()
+        self._hash = config.password_hash.encode()
+        self._good: set[bytes] = set()
+
+    async def allowed(self, header: str | None) -> bool:
+        if not header or not header.startswith("Basic "):
+            return False
+        try:
+            raw = base64.b64decode(header[6:].strip(), validate=True)
+        except (binascii.Error, ValueError):
+            return False
+        user, sep, password = raw.partition(b":")
+        if not sep or not hmac.compare_digest(user, self._username):
+            return False
+        digest = hashlib.sha256(raw).digest()
+        if digest in self._good:
+            return True
+        if await asyncio.to_thread(bcrypt.checkpw, password, self._hash):
+            self._good.add(digest)
+            return True
+        return False
+
+
+def create_http_app(
+    store: Store, registry: CollectorRegistry, basic_auth: BasicAuthConfig | None = None
+) -> web.Application:
     """The aiohttp application. GET and HEAD only; other paths are 404."""
+    auth = _BasicAuth(basic_auth) if basic_auth is not None else None
 
     async def metrics(request: web.Request) -> web.StreamResponse:
+        if auth is not None and not await auth.allowed(request.headers.get("Authorization")):
+            return web.Response(
+                status=401,
+                text="unauthorized\n",
+                headers={"WWW-Authenticate": 'Basic realm="jobwatch"'},
+            )
         body = generate_latest(registry)
         resp = web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
         if "gzip" in request.headers.get("Accept-Encoding", ""):
