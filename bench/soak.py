@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from aiobotocore.session import AioSession
 
 from jobwatch.app import App
 from jobwatch.clock import ManualClock
@@ -159,10 +160,12 @@ async def soak(targets: int, hours: float, interval: float, seed: int = 5) -> So
                 }
             )
             sink = ChainSink()
+            session = AioSession()
+            session.set_credentials("soak", "soak")  # only ever sent to the simulator
             cycles = int(hours * 3600 / interval)
             warm = cycles // 6
             rss_warm = tasks_warm = fds_warm = 0.0
-            async with App(cfg, clock=clock, sinks=[sink]) as app:
+            async with App(cfg, clock=clock, sinks=[sink], session=session) as app:
                 await app.poll_all_once()
                 for jid, t in _tracked(app).items():
                     sink.first.setdefault(jid, t)
@@ -198,6 +201,8 @@ async def soak(targets: int, hours: float, interval: float, seed: int = 5) -> So
         sim.terminate()
         await asyncio.wait_for(sim.wait(), 10)
 
+    if failed >= polls:
+        raise RuntimeError("every poll failed: the run measured nothing")
     lost = 0
     for key, first in sink.first.items():
         chain = sink.chains.get(key, [])
