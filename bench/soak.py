@@ -99,6 +99,8 @@ class SoakResult:
     fds_warm: int
     fds_end: int
     wall_seconds: float
+    rss_by_hour_mib: list[float] = field(default_factory=list)
+    tracked_jobs_by_hour: list[int] = field(default_factory=list)
 
 
 def _free_port() -> int:
@@ -165,6 +167,8 @@ async def soak(targets: int, hours: float, interval: float, seed: int = 5) -> So
             cycles = int(hours * 3600 / interval)
             warm = cycles // 6
             rss_warm = tasks_warm = fds_warm = 0.0
+            rss_by_hour: list[float] = []
+            tracked_by_hour: list[int] = []
             async with App(cfg, clock=clock, sinks=[sink], session=session) as app:
                 await app.poll_all_once()
                 for jid, t in _tracked(app).items():
@@ -180,6 +184,11 @@ async def soak(targets: int, hours: float, interval: float, seed: int = 5) -> So
                     await app.poll_all_once()
                     for jid, status in _tracked(app).items():
                         sink.first.setdefault(jid, status)
+                    if cycle % max(1, int(3600 / interval)) == 0:
+                        rss_by_hour.append(round(_rss_mib(), 1))
+                        tracked_by_hour.append(
+                            sum(len(ts.jobs or ()) for ts in app.store.targets.values())
+                        )
                     if cycle == warm:
                         rss_warm, tasks_warm, fds_warm = (
                             _rss_mib(),
@@ -229,6 +238,8 @@ async def soak(targets: int, hours: float, interval: float, seed: int = 5) -> So
         fds_warm=int(fds_warm),
         fds_end=fds_end,
         wall_seconds=round(time.monotonic() - started, 1),
+        rss_by_hour_mib=rss_by_hour,
+        tracked_jobs_by_hour=tracked_by_hour,
     )
 
 
@@ -276,7 +287,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None, help="also write the result here")
     args = parser.parse_args()
     result = asyncio.run(soak(args.targets, args.hours, args.interval))
-    doc = json.dumps(result.__dict__, indent=2)
+    doc = json.dumps(result.__dict__)
     print(doc)
     out = args.json or Path(tempfile.gettempdir()) / "jobwatch-soak.json"
     out.write_text(doc + "\n")
