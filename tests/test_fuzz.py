@@ -6,6 +6,7 @@ and configuration files. Nothing may escape as an unhandled exception.
 from __future__ import annotations
 
 import asyncio
+import os
 from datetime import UTC, datetime
 from typing import Any
 from xml.sax.saxutils import escape
@@ -131,8 +132,10 @@ async def _serve_and_poll(list_body: str, describe_body: str) -> App:
         await runner.cleanup()
 
 
+#: More examples for a deeper run: JOBWATCH_FUZZ_EXAMPLES=1000 pytest tests/test_fuzz.py
+EXAMPLES = int(os.environ.get("JOBWATCH_FUZZ_EXAMPLES", "60"))
 FUZZ = settings(
-    max_examples=60,
+    max_examples=EXAMPLES,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
     derandomize=True,
@@ -202,7 +205,7 @@ YAML_VALUES = st.recursive(
 GOOD_TARGET = {"account_id": "123456789012"}
 
 
-@settings(max_examples=300, deadline=None, derandomize=True)
+@settings(max_examples=EXAMPLES * 5, deadline=None, derandomize=True)
 @given(
     doc=st.dictionaries(CONFIG_KEYS, YAML_VALUES, max_size=5),
     keep_target=st.booleans(),
