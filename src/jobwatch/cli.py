@@ -18,10 +18,11 @@ from typing import Any, TextIO
 
 from jobwatch import __version__
 from jobwatch.app import App
-from jobwatch.config import Config, load_config, parse_duration
+from jobwatch.config import Config, ShardConfig, load_config, parse_duration
 from jobwatch.errors import ConfigError
 from jobwatch.log import configure_logging, get_logger
 from jobwatch.model import KNOWN_STATUSES
+from jobwatch.shard import resolve_shard
 
 __all__ = ["Lifecycle", "main"]
 
@@ -68,21 +69,49 @@ async def _serve(
     get_logger("jobwatch").info("stopped")
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
+def _load(args: argparse.Namespace) -> Config:
+    """The config file with this process's shard decided (flags, then keys, then pod name)."""
     config = load_config(args.config)
+    shard = resolve_shard(
+        ordinal=args.shard,
+        total=args.total_shards,
+        pod=args.pod or os.environ.get("POD_NAME"),
+        config_ordinal=config.shard.ordinal,
+        config_total=config.shard.total,
+    )
+    return config.model_copy(
+        update={"shard": ShardConfig(ordinal=shard.ordinal, total=shard.total)}
+    )
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    config = _load(args)
     configure_logging(config.log.level, config.log.format)
     asyncio.run(_serve(App(config), args.listen))
     return EXIT_OK
 
 
 def _cmd_check_config(args: argparse.Namespace, out: TextIO) -> int:
-    config = load_config(args.config)
+    config = _load(args)
     targets = config.resolved_targets()
     out.write(f"{args.config}: OK, {len(targets)} target(s)\n")
+    shard = resolve_shard(config_ordinal=config.shard.ordinal, config_total=config.shard.total)
     for t in targets:
         role = t.role_arn or "(default credentials)"
         labels = ",".join(f"{k}={v}" for k, v in t.labels)
-        out.write(f"  {t.account_id}  {t.region:<16} {role}  {labels}\n".rstrip() + "\n")
+        mine = "" if shard.total == 1 else ("  (this shard)" if shard.owns(t) else "")
+        out.write(f"  {t.account_id}  {t.region:<16} {role}  {labels}{mine}\n".rstrip() + "\n")
+    if shard.total > 1:
+        own = len(shard.select(targets))
+        out.write(f"shard {shard}: {own} of the {len(targets)} static target(s)\n")
+    d = config.discovery
+    if d is not None:
+        where = ", ".join(d.organizational_units) or "the whole organization"
+        regions = ", ".join(d.regions or config.defaults.regions)
+        out.write(
+            f"discovery: accounts of {where} every {d.interval:g}s "
+            f"(states {', '.join(d.statuses)}), regions {regions}, role {d.role_arn}\n"
+        )
     return EXIT_OK
 
 
@@ -95,7 +124,7 @@ async def _once(config: Config) -> App:
 
 
 def _cmd_once(args: argparse.Namespace, out: TextIO) -> int:
-    config = load_config(args.config)
+    config = _load(args)
     configure_logging(config.log.level, config.log.format, stream=sys.stderr)
     app = asyncio.run(_once(config))
     rows: list[dict[str, Any]] = []
@@ -151,6 +180,19 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _shard_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("sharding (docs/scaling.md)")
+    g.add_argument("--shard", type=int, default=None, help="this process's shard, 0-based")
+    g.add_argument(
+        "--total-shards", type=int, default=None, help="number of shards (overrides shard.total)"
+    )
+    g.add_argument(
+        "--pod",
+        default=None,
+        help="StatefulSet pod name whose ordinal is the shard (default: $POD_NAME)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="jobwatch",
@@ -162,13 +204,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="run the daemon")
     p.add_argument("-c", "--config", required=True, help="YAML configuration file")
     p.add_argument("--listen", help="override listen (HOST:PORT)")
+    _shard_arguments(p)
 
     p = sub.add_parser("check-config", help="validate a configuration and list its targets")
     p.add_argument("-c", "--config", required=True)
+    _shard_arguments(p)
 
     p = sub.add_parser("once", help="poll every target once and print a summary")
     p.add_argument("-c", "--config", required=True)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    _shard_arguments(p)
 
     p = sub.add_parser("demo", help="simulator and daemon in one process, no AWS account needed")
     p.add_argument(

@@ -31,7 +31,9 @@ __all__ = [
     "BasicAuthConfig",
     "Config",
     "Defaults",
+    "DiscoveryConfig",
     "RetryConfig",
+    "ShardConfig",
     "StallConfig",
     "TLSConfig",
     "WebConfig",
@@ -260,6 +262,125 @@ class AccountConfig(_Model):
     _labels = field_validator("labels")(_check_labels)
 
 
+_OU_ID = re.compile(r"^(ou-[0-9a-z]{4,32}-[0-9a-z]{8,32}|r-[0-9a-z]{4,32})$")
+_ID_PATTERN = re.compile(r"^[0-9*?\[\]!-]{1,64}$")
+#: Account states Organizations reports (``State``; the older ``Status`` uses a subset).
+ACCOUNT_STATES = ("PENDING_ACTIVATION", "ACTIVE", "SUSPENDED", "PENDING_CLOSURE", "CLOSED")
+
+
+class DiscoveryConfig(_Model):
+    """Accounts listed from AWS Organizations, refreshed every ``interval``.
+
+    Every account that passes the filters becomes a target in each of ``regions``
+    (default: ``defaults.regions``). An account also listed under ``targets`` is
+    taken from there (static wins).
+    """
+
+    interval: Duration = 600.0
+    timeout: Duration = 120.0
+    organizational_units: list[str] = Field(default_factory=list)
+    recursive: bool = True
+    statuses: list[str] = Field(default_factory=lambda: ["ACTIVE"])
+    include: list[str] = Field(default_factory=list)
+    exclude: list[str] = Field(default_factory=list)
+    tags: dict[str, str] = Field(default_factory=dict)
+    tag_labels: dict[str, str] = Field(default_factory=dict)
+    regions: list[str] | None = None
+    role_arn: str = "arn:aws:iam::{account_id}:role/jobwatch-reader"
+    external_id: str | None = Field(default=None, repr=False)
+    session_name: str | None = None
+    duration: Duration | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    organizations_role_arn: str | None = None
+    organizations_region: str = "us-east-1"
+
+    _regions = field_validator("regions")(_check_regions)
+    _labels = field_validator("labels")(_check_labels)
+
+    @field_validator("interval", "timeout")
+    @classmethod
+    def _at_least_ten_seconds(cls, v: float) -> float:
+        if v < 10:
+            raise ValueError("must be at least 10s (Organizations allows a few calls a second)")
+        return v
+
+    @field_validator("organizational_units")
+    @classmethod
+    def _ous(cls, v: list[str]) -> list[str]:
+        for ou in v:
+            if not _OU_ID.match(ou):
+                raise ValueError(
+                    f"{ou!r} is not an organizational unit id (ou-ab12-cd34ef56) "
+                    "or a root id (r-ab12)"
+                )
+        return v
+
+    @field_validator("statuses")
+    @classmethod
+    def _statuses(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("list at least one account state, e.g. [ACTIVE]")
+        for state in v:
+            if state not in ACCOUNT_STATES:
+                raise ValueError(
+                    f"unknown account state {state!r}; use {', '.join(ACCOUNT_STATES)}"
+                )
+        return v
+
+    @field_validator("include", "exclude")
+    @classmethod
+    def _patterns(cls, v: list[str]) -> list[str]:
+        for pattern in v:
+            if not _ID_PATTERN.match(pattern):
+                raise ValueError(
+                    f"{pattern!r} is not an account id pattern: digits with the shell "
+                    "wildcards * ? [0-4], e.g. '1111*'"
+                )
+        return v
+
+    @field_validator("tag_labels")
+    @classmethod
+    def _tag_labels(cls, v: dict[str, str]) -> dict[str, str]:
+        _check_labels({label: tag for tag, label in v.items()})
+        if len(set(v.values())) != len(v):
+            raise ValueError("two tags map to the same label name; give each its own")
+        return v
+
+    @field_validator("role_arn")
+    @classmethod
+    def _role_template(cls, v: str) -> str:
+        if "{account_id}" not in v:
+            raise ValueError(
+                "the role ARN template must contain {account_id}, e.g. "
+                "arn:aws:iam::{account_id}:role/jobwatch-reader"
+            )
+        return v
+
+    @field_validator("organizations_region")
+    @classmethod
+    def _org_region(cls, v: str) -> str:
+        if not _REGION.match(v):
+            raise ValueError(f"{v!r} is not an AWS region name such as us-east-1")
+        return v
+
+
+class ShardConfig(_Model):
+    """Split the targets between ``total`` processes; see docs/scaling.md."""
+
+    total: int = Field(default=1, ge=1, le=1000)
+    #: This process's shard; usually left out and taken from ``--shard`` or the pod name.
+    ordinal: int | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _in_range(self) -> ShardConfig:
+        if self.ordinal is not None and self.ordinal >= self.total:
+            raise ValueError(
+                f"shard.ordinal {self.ordinal} does not exist with shard.total {self.total} "
+                f"(shards are 0 to {self.total - 1})"
+            )
+        return self
+
+
 class Config(_Model):
     interval: Duration = 60.0
     jitter: Duration = 5.0
@@ -276,6 +397,8 @@ class Config(_Model):
     stall: StallConfig = Field(default_factory=StallConfig)
     defaults: Defaults = Field(default_factory=Defaults)
     targets: list[AccountConfig] = Field(default_factory=list)
+    discovery: DiscoveryConfig | None = None
+    shard: ShardConfig = Field(default_factory=ShardConfig)
 
     @field_validator("interval", "timeout", "resync_interval")
     @classmethod
@@ -303,9 +426,9 @@ class Config(_Model):
 
     @model_validator(mode="after")
     def _cross(self) -> Config:
-        if not self.targets:
+        if not self.targets and self.discovery is None:
             raise ValueError(
-                "targets: list at least one account, e.g.\n"
+                "targets: list at least one account (or configure discovery:), e.g.\n"
                 "    targets:\n      - account_id: '123456789012'"
             )
         seen: dict[str, int] = {}
@@ -356,6 +479,9 @@ class Config(_Model):
         names = set(self.defaults.labels)
         for acct in self.targets:
             names.update(acct.labels)
+        if self.discovery is not None:
+            names.update(self.discovery.labels)
+            names.update(self.discovery.tag_labels.values())
         return tuple(sorted(names))
 
 

@@ -16,10 +16,10 @@ import hmac
 
 import bcrypt
 from aiohttp import web
-from prometheus_client import generate_latest
 from prometheus_client.registry import CollectorRegistry
 
 from jobwatch.config import BasicAuthConfig
+from jobwatch.metrics import exposition_async
 from jobwatch.state import Store
 
 __all__ = ["CONTENT_TYPE", "KEEPALIVE_TIMEOUT", "create_http_app"]
@@ -74,7 +74,8 @@ def create_http_app(
                 text="unauthorized\n",
                 headers={"WWW-Authenticate": 'Basic realm="jobwatch"'},
             )
-        body = generate_latest(registry)
+        # generate_latest's bytes, written from the state without blocking the loop.
+        body = await exposition_async(registry)
         resp = web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
         if "gzip" in request.headers.get("Accept-Encoding", ""):
             resp.enable_compression(web.ContentCoding.gzip)
@@ -83,11 +84,21 @@ def create_http_app(
     async def healthz(_: web.Request) -> web.Response:
         return web.Response(text="ok\n")
 
+    became_ready = False
+
     async def readyz(_: web.Request) -> web.Response:
-        waiting = [str(ts.target) for ts in store.targets.values() if not ts.attempted]
+        nonlocal became_ready
+        # Ready once, ready for good: a target discovered at run time must not
+        # take the pod out of the Service until its first poll.
+        waiting = (
+            []
+            if became_ready
+            else [str(ts.target) for ts in store.targets.values() if not ts.attempted]
+        )
         if waiting:
             shown = ", ".join(waiting[:10]) + (" ..." if len(waiting) > 10 else "")
             return web.Response(status=503, text=f"waiting for first poll of: {shown}\n")
+        became_ready = True
         return web.Response(text="ready\n")
 
     app = web.Application(client_max_size=_MAX_REQUEST_BYTES)

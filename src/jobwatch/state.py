@@ -56,6 +56,20 @@ class Store:
     def __getitem__(self, key: tuple[str, str]) -> TargetState:
         return self.targets[key]
 
+    def add(self, target: Target) -> TargetState:
+        """Track ``target`` (one that joined at run time); a known key keeps its snapshot."""
+        ts = self.targets.get(target.key)
+        if ts is None:
+            ts = self.targets[target.key] = TargetState(target)
+        else:
+            ts.target = target
+        return ts
+
+    def remove(self, key: tuple[str, str]) -> None:
+        """Forget a target that left: its series and its part of the state file go."""
+        if self.targets.pop(key, None) is not None and self.on_change is not None:
+            self.on_change()
+
     @property
     def ready(self) -> bool:
         """Every target has finished at least one poll, successful or not."""
