@@ -1,0 +1,248 @@
+"""The fast ``/metrics`` writer against prometheus_client, byte for byte.
+
+``JobwatchCollector.collect()`` stays the reference (tests read samples through
+``registry.get_sample_value``); ``exposition()``, ``exposition_async()`` and the
+registry's ``exposition()`` must produce exactly ``generate_latest``'s bytes for
+any state: label names sorting anywhere among jobwatch's own, label values
+that need escaping, unknown statuses, huge, negative and non-finite numbers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import aiohttp
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from prometheus_client import generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector, CollectorRegistry
+
+from jobwatch.diff import EVENT_KINDS, TrackedJob
+from jobwatch.metrics import (
+    ExpositionRegistry,
+    JobwatchCollector,
+    exposition,
+    exposition_async,
+    make_registry,
+)
+from jobwatch.model import KNOWN_STATUSES, Job, Target
+from jobwatch.state import POLL_DURATION_BUCKETS, Store
+from tests.helpers import running
+
+# Names that sort before, between and after jobwatch's own labels.
+LABEL_NAMES = ("a_first", "env", "job_type", "owner", "priority_class", "status_page", "zz")
+ODD_TEXT = st.sampled_from(['quo"te', "back\\slash", "new\nline", "", "{x}", "%s", "\u00e9\u2603"])
+TEXT = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=10) | ODD_TEXT
+FLOAT = st.floats(allow_nan=True, allow_infinity=True) | st.floats(1e9, 2e9) | st.just(-0.0)
+COUNT = st.integers(0, 999_999) | st.integers(-(2**40), 2**80)
+
+
+@st.composite
+def tracked(draw: st.DrawFn) -> TrackedJob:
+    job = Job.make(
+        job_id=draw(TEXT.filter(bool)),
+        status=draw(st.sampled_from(KNOWN_STATUSES) | TEXT),
+        operation=draw(st.sampled_from(["S3PutObjectCopy", "LambdaInvoke"]) | TEXT),
+        priority=draw(st.integers(-(2**40), 2**40)),
+        description=draw(TEXT),
+        creation_time=draw(st.none() | FLOAT),
+        termination_time=draw(st.none() | FLOAT),
+        tasks_total=draw(COUNT),
+        tasks_succeeded=draw(COUNT),
+        tasks_failed=draw(COUNT),
+        active_seconds=draw(FLOAT),
+    )
+    return TrackedJob(
+        job=job,
+        first_seen=draw(FLOAT),
+        status_since=draw(FLOAT),
+        last_progress_at=draw(FLOAT),
+        stalled=draw(st.booleans()),
+        overdue=draw(st.booleans()),
+        ratio_exceeded=draw(st.booleans()),
+    )
+
+
+@st.composite
+def states(draw: st.DrawFn) -> tuple[Store, tuple[str, ...], str]:
+    names = tuple(sorted(draw(st.sets(st.sampled_from(LABEL_NAMES), max_size=3))))
+    regions = draw(st.lists(st.sampled_from(["us-east-1", "eu-west-1", 'we"ird']), min_size=1))
+    targets = []
+    for i, region in enumerate(regions):
+        labels = {n: draw(TEXT) for n in names if draw(st.booleans())}
+        targets.append(Target(f"{i:012d}", region, labels=tuple(sorted(labels.items()))))
+    store = Store(targets)
+    for ts in store.targets.values():
+        if draw(st.booleans()):
+            jobs = draw(st.lists(tracked(), max_size=6))
+            ts.jobs = {t.job.job_id: t for t in jobs}
+        ts.up = draw(st.booleans())
+        ts.last_success = draw(st.none() | FLOAT)
+        ts.last_duration = draw(st.none() | FLOAT)
+        ts.consecutive_failures = draw(st.integers(0, 10**7))
+        ts.polls = Counter({"success": draw(COUNT), "failure": draw(COUNT)})
+        ts.overruns = draw(st.integers(0, 5))
+        ts.api_requests = Counter({("ListJobs", "success"): draw(COUNT)})
+    store.events.update({k: draw(st.integers(0, 10**9)) for k in EVENT_KINDS})
+    if draw(st.booleans()):
+        store.events["some_future_kind"] = 1
+    store.unknown_values["status"] = draw(st.integers(0, 100))
+    store.poll_buckets = [draw(st.integers(0, 10**6)) for _ in store.poll_buckets]
+    store.poll_sum = draw(FLOAT)
+    return store, names, draw(TEXT)
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(states())
+def test_exposition_is_generate_latest_byte_for_byte(
+    state: tuple[Store, tuple[str, ...], str],
+) -> None:
+    store, names, version = state
+    collector = JobwatchCollector(store, names, version)
+    expected = generate_latest(collector)
+    assert collector.exposition() == expected
+    assert asyncio.run(collector.exposition_async(slice_seconds=0)) == expected
+    registry = make_registry(collector)
+    assert exposition(registry) == generate_latest(registry) == expected
+
+
+def _state(jobs_per_target: int = 300) -> Store:
+    store = Store(
+        [
+            Target("111111111111", r, labels=(("team", "storage"),))
+            for r in ("us-east-1", "eu-west-1")
+        ]
+    )
+    for ts in store.targets.values():
+        jobs = {}
+        for n in range(jobs_per_target):
+            status = KNOWN_STATUSES[n % len(KNOWN_STATUSES)]
+            job = Job.make(
+                f"{ts.target.region}-{n}",
+                status,
+                "S3PutObjectCopy",
+                n,
+                "",
+                1.7e9 + n,
+                1.7e9 + 2 * n if status in ("Complete", "Failed") else None,
+                10_000 * n,
+                5_000 * n,
+                n,
+                float(n),
+            )
+            jobs[job.job_id] = TrackedJob(job, 1.7e9, 1.7e9 + n, 1.7e9 + 0.5, stalled=n % 7 == 0)
+        ts.jobs = jobs
+    return store
+
+
+class Static(Collector):
+    def collect(self) -> Iterator[Metric]:
+        g = GaugeMetricFamily("other_thing", "Not jobwatch's.", labels=["k"])
+        g.add_metric(['v"1'], 3.0)
+        yield g
+
+
+def test_registry_keeps_registration_order_and_other_collectors() -> None:
+    collector = JobwatchCollector(_state(20), ("team",), "1.0")
+    registry = make_registry(collector)
+    assert isinstance(registry, ExpositionRegistry)
+    other = Static()
+    registry.register(other)
+    text = exposition(registry)
+    assert text == generate_latest(registry)
+    assert text.index(b"s3batch_job_status") < text.index(b"other_thing")
+    assert asyncio.run(exposition_async(registry)) == text
+    registry.unregister(other)
+    assert b"other_thing" not in exposition(registry)
+    assert (
+        registry.get_sample_value(
+            "s3batch_jobs",
+            {
+                "aws_account_id": "111111111111",
+                "aws_region": "us-east-1",
+                "team": "storage",
+                "status": "Active",
+            },
+        )
+        == 2.0
+    )
+
+
+def test_other_registries_go_through_generate_latest() -> None:
+    plain = CollectorRegistry()
+    plain.register(Static())
+    assert exposition(plain) == generate_latest(plain)
+    assert asyncio.run(exposition_async(plain)) == generate_latest(plain)
+    with_info = ExpositionRegistry(target_info={"a": "b"})
+    with_info.register(Static())
+    assert exposition(with_info) == generate_latest(with_info)
+    assert b"target_info" in exposition(with_info)
+
+
+async def test_async_writer_lets_the_loop_run_and_keeps_the_state_it_started_with() -> None:
+    store = _state(2000)
+    collector = JobwatchCollector(store, ("team",), "1.0")
+    before = generate_latest(collector)
+    turns = 0
+
+    async def other_work() -> None:
+        nonlocal turns
+        while True:
+            turns += 1
+            # A poll finishing meanwhile replaces a snapshot (whole, as the store does).
+            store[("111111111111", "us-east-1")].jobs = {}
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(other_work())
+    try:
+        text = await collector.exposition_async(slice_seconds=0)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert turns > 10
+    assert text == before
+    assert collector.exposition() != before  # the next scrape sees the new state
+
+
+async def test_metrics_endpoint_serves_the_fast_text() -> None:
+    scenario: dict[str, Any] = {
+        "accounts": [
+            {
+                "id": "111111111111",
+                "regions": ["us-east-1", "eu-west-1"],
+                "jobs": [
+                    {"id": "copy-1", "tasks": 100_000, "rate": 10, "region": "us-east-1"},
+                    {
+                        "id": "odd-job",
+                        "tasks": 10,
+                        "rate": 10,
+                        "region": "eu-west-1",
+                        "description": 'quote " backslash \\ newline \n',
+                    },
+                ],
+            }
+        ]
+    }
+    async with running(scenario, {"defaults": {"labels": {"team": "storage"}}}) as w:
+        port = await w.app.serve_http("127.0.0.1:0")
+        await w.app.poll_all_once()
+        await w.step(30)
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"http://127.0.0.1:{port}/metrics") as r,
+        ):
+            served = await r.read()
+        expected = generate_latest(w.app.registry)
+
+    def steady(text: bytes) -> list[bytes]:
+        # process_* samples (CPU seconds, memory) move between two renderings.
+        return [line for line in text.split(b"\n") if not line.startswith(b"process_")]
+
+    assert steady(served) == steady(expected)
+    assert b's3batch_job_status{aws_account_id="111111111111"' in served
+    assert POLL_DURATION_BUCKETS  # the histogram is there too
+    assert b"jobwatch_poll_duration_seconds_bucket" in served
