@@ -18,10 +18,13 @@ import pytest
 
 from jobwatch.app import App
 from jobwatch.cli import main
+from jobwatch.clock import ManualClock
 from jobwatch.config import Config
 from jobwatch.errors import ConfigError
 from jobwatch.model import Target
 from jobwatch.shard import Shard, ordinal_from_pod, resolve_shard, shard_of
+from jobwatch.testing import MemorySink
+from tests.helpers import running
 from tests.test_cli import child_env, free_port, jobwatch, wait_http, wait_port
 
 REGIONS = ("us-east-1", "eu-west-1", "us-west-2", "ap-southeast-2")
@@ -176,7 +179,46 @@ def test_check_config_shows_the_shard(tmp_path: Path, monkeypatch: pytest.Monkey
     assert main(["check-config", "-c", str(path)]) == 2
     monkeypatch.delenv("POD_NAME")
     assert main(["check-config", "-c", str(path), "--pod", "jobwatch-3"]) == 2
+    # With no ordinal anywhere the file is still checked (running needs one).
+    out = io.StringIO()
+    assert main(["check-config", "-c", str(path)], out=out) == 0
+    assert "3 shards: each process takes its ordinal from --shard or POD_NAME" in out.getvalue()
+    assert main(["check-config", "-c", str(path), "--total-shards", "0"]) == 2
+    assert main(["run", "-c", str(path), "--listen", "127.0.0.1:0"]) == 2
     assert main(["check-config", "-c", str(path), "--total-shards", "1"]) == 0
+
+
+async def test_two_replicas_of_one_shard_report_everything_twice() -> None:
+    """What docs/scaling.md says about running two replicas of one shard: the same
+    series from both (Prometheus keeps both: they differ by pod), and every event
+    twice, with different event_ids (a replica polls at its own moments)."""
+    a = "111111111111"
+    job = {
+        "id": "twice-job",
+        "tasks": 100_000,
+        "rate": 1,
+        "timeline": [{"at": "60s", "action": "fail", "reason": "bad manifest"}],
+    }
+    async with running({"accounts": [{"id": a, "jobs": [job]}]}) as w:
+        twin_clock = ManualClock(w.clock.time() + 7)  # the second replica polls 7 s later
+        twin_sink = MemorySink()
+        async with App(w.app.config, clock=twin_clock, sinks=[twin_sink]) as twin:
+            await w.app.poll_all_once()
+            await twin.poll_all_once()
+            w.sim.advance(120)
+            twin_clock.set(w.clock.time() + 7)
+            await w.app.poll_all_once()
+            await twin.poll_all_once()
+            labels = {"aws_account_id": a, "aws_region": "us-east-1", "job_id": "twice-job"}
+            for registry in (w.app.registry, twin.registry):
+                assert (
+                    registry.get_sample_value("s3batch_job_status", {**labels, "status": "Failed"})
+                    == 1
+                )
+        (first,) = w.sink.of("job_failed")
+        (second,) = twin_sink.of("job_failed")
+        assert first.to_dict()["job_id"] == second.to_dict()["job_id"] == "twice-job"
+        assert first.event_id != second.event_id  # no downstream dedup by event_id
 
 
 # --------------------------------------------------------------------------- real processes

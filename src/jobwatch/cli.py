@@ -22,7 +22,7 @@ from jobwatch.config import Config, ShardConfig, load_config, parse_duration
 from jobwatch.errors import ConfigError
 from jobwatch.log import configure_logging, get_logger
 from jobwatch.model import KNOWN_STATUSES
-from jobwatch.shard import resolve_shard
+from jobwatch.shard import Shard, resolve_shard
 
 __all__ = ["Lifecycle", "main"]
 
@@ -69,13 +69,25 @@ async def _serve(
     get_logger("jobwatch").info("stopped")
 
 
-def _load(args: argparse.Namespace) -> Config:
-    """The config file with this process's shard decided (flags, then keys, then pod name)."""
+def _load(args: argparse.Namespace, *, need_ordinal: bool = True) -> Config:
+    """The config file with this process's shard decided (flags, then keys, then pod name).
+
+    Without ``need_ordinal`` (check-config), a sharded file with no ordinal in sight
+    is still checked; the ordinal is only required to run.
+    """
     config = load_config(args.config)
+    pod = args.pod or os.environ.get("POD_NAME")
+    total = args.total_shards if args.total_shards is not None else config.shard.total
+    if not need_ordinal and args.shard is None and config.shard.ordinal is None and not pod:
+        try:
+            Shard(0, total)
+        except ValueError as e:
+            raise ConfigError([f"shard: {e}"]) from None
+        return config.model_copy(update={"shard": ShardConfig(total=total)})
     shard = resolve_shard(
         ordinal=args.shard,
         total=args.total_shards,
-        pod=args.pod or os.environ.get("POD_NAME"),
+        pod=pod,
         config_ordinal=config.shard.ordinal,
         config_total=config.shard.total,
     )
@@ -92,18 +104,23 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_check_config(args: argparse.Namespace, out: TextIO) -> int:
-    config = _load(args)
+    config = _load(args, need_ordinal=False)
     targets = config.resolved_targets()
     out.write(f"{args.config}: OK, {len(targets)} target(s)\n")
-    shard = resolve_shard(config_ordinal=config.shard.ordinal, config_total=config.shard.total)
+    total, ordinal = config.shard.total, config.shard.ordinal
+    shard = (
+        resolve_shard(config_ordinal=ordinal, config_total=total) if ordinal is not None else None
+    )
     for t in targets:
         role = t.role_arn or "(default credentials)"
         labels = ",".join(f"{k}={v}" for k, v in t.labels)
-        mine = "" if shard.total == 1 else ("  (this shard)" if shard.owns(t) else "")
+        mine = "  (this shard)" if shard is not None and total > 1 and shard.owns(t) else ""
         out.write(f"  {t.account_id}  {t.region:<16} {role}  {labels}{mine}\n".rstrip() + "\n")
-    if shard.total > 1:
+    if shard is not None and total > 1:
         own = len(shard.select(targets))
         out.write(f"shard {shard}: {own} of the {len(targets)} static target(s)\n")
+    elif total > 1:
+        out.write(f"{total} shards: each process takes its ordinal from --shard or POD_NAME\n")
     d = config.discovery
     if d is not None:
         where = ", ".join(d.organizational_units) or "the whole organization"

@@ -30,11 +30,20 @@ REQUIRED_ALERTS = {
     "JobwatchPollsStale",
     "JobwatchThrottled",
     "JobwatchAbsent",
+    "JobwatchShardMismatch",
+    "JobwatchShardMissing",
+    "JobwatchDiscoveryFailing",
 }
 # Alerts about one job name the job; alerts about one target name the target.
 JOB_ALERTS = {a for a in REQUIRED_ALERTS if a.startswith("S3BatchJob")}
 # Alerts about jobwatch as a whole have no account or region to name.
-PROCESS_ALERTS = {"JobwatchAbsent", "JobwatchUnknownValues"}
+PROCESS_ALERTS = {
+    "JobwatchAbsent",
+    "JobwatchUnknownValues",
+    "JobwatchShardMismatch",
+    "JobwatchShardMissing",
+    "JobwatchDiscoveryFailing",
+}
 SEVERITIES = {"critical", "warning", "info"}
 RUNBOOK_BASE = "https://github.com/jobwatch/jobwatch/blob/main/docs/runbooks.md"
 
@@ -133,6 +142,10 @@ def test_every_alert_is_unit_tested_firing_and_silent() -> None:
         ("S3BatchJobHighTaskFailureRatio", ">= 100", ">= 1"),
         ("JobwatchPollsStale", "> 600", "> 6000"),
         ("JobwatchTargetDown", "for: 5m", "for: 15m"),
+        ("JobwatchShardMissing", "< max by", "<= max by"),
+        # The duplicate-ordinal half of the rule (the other half ends in "or").
+        ("JobwatchShardMismatch", ") > 1\n        for: 15m", ") > 2\n        for: 15m"),
+        ("JobwatchDiscoveryFailing", "for: 30m", "for: 10m"),
     ],
 )
 def test_unit_tests_catch_a_broken_rule(tmp_path: Path, alert: str, old: str, new: str) -> None:
