@@ -431,6 +431,37 @@ async def test_the_run_loop_follows_discovery_without_a_restart(moto: str) -> No
         assert not app._tasks
 
 
+async def test_a_crash_while_updating_targets_does_not_end_discovery(moto: str) -> None:
+    a, b = "111111111111", "222222222222"
+    source = FakeAccounts([Account(a)])
+    async with discovering([a, b], {"interval": "100ms", "discovery": {}}, source) as w:
+        app = w.app
+        assert app.discovery is not None
+        app.discovery._discovery = app.discovery._discovery.model_copy(update={"interval": 0.1})
+        real, calls = app.update_targets, 0
+
+        async def flaky() -> None:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                raise RuntimeError("a bug")
+            await real()
+
+        app.update_targets = flaky  # type: ignore[method-assign]
+        source.accounts = [Account(a), Account(b)]
+        with capture_logs() as logs:
+            run = asyncio.create_task(app.run_pollers())
+            for _ in range(200):
+                if (b, R) in app.store.targets:
+                    break
+                await asyncio.sleep(0.05)
+            app.request_stop()
+            await asyncio.wait_for(run, 10)
+        assert (b, R) in app.store.targets
+        assert calls >= 2
+        assert any(e["event"] == "targets_update_crashed" for e in logs)
+
+
 async def test_a_failed_refresh_keeps_the_last_list_and_polling_goes_on(moto: str) -> None:
     a, b = "111111111111", "222222222222"
     source = FakeAccounts([Account(a), Account(b)])

@@ -262,6 +262,8 @@ class App:
             if discover is not None:
                 discover.cancel()
                 await asyncio.wait([discover])
+                if not discover.cancelled() and discover.exception() is not None:
+                    _log.error("discovery_loop_died", error=repr(discover.exception()))
             running, self._tasks = self._tasks, {}
             for _, stop in running.values():
                 stop.set()
@@ -344,8 +346,12 @@ class App:
             if not discovery.up:
                 delay = min(delay, DISCOVERY_RETRY)
             await asyncio.sleep(delay)
-            if await discovery.refresh():
+            if not await discovery.refresh():
+                continue
+            try:
                 await self.update_targets()
+            except Exception as e:  # a bug here must not end discovery for good
+                _log.exception("targets_update_crashed", error=repr(e)[:500])
 
     def request_stop(self) -> None:
         self.stop_event.set()
