@@ -371,6 +371,7 @@ class Discovery:
     async def refresh(self, limit: float | None = None) -> bool:
         """List the accounts again. Never raises (but on cancel); False if it failed.
 
+        ``limit``: seconds the refresh may take (default ``discovery.timeout``).
         On failure the last known list stays as it is.
         """
         d = self._discovery
