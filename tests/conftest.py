@@ -18,3 +18,6 @@ def _no_aws(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    # A client a test forgot to point somewhere goes to a closed loopback port,
+    # never to AWS (endpoint_url and AWS_ENDPOINT_URL_<SERVICE> still win).
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")

@@ -42,6 +42,7 @@ def free_port() -> int:
 def child_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", PYTHONUNBUFFERED="1")
+    env["AWS_ENDPOINT_URL"] = "http://127.0.0.1:9"  # never AWS, whatever a child forgets
     return env
 
 
