@@ -116,13 +116,12 @@ def floor(spec: Mapping[str, Any]) -> dict[str, Any]:
         "bytes": sum(len(b) for b in bodies),
         "cpu": {"elementtree": _time_parse(ET.fromstring, bodies, repeats)},
     }
-    out["cpu"]["botocore_default_parse"] = _time_parse(
-        botocore_parse(RestXMLParser()), bodies, max(1, repeats - 2)
-    )
+    # botocore's parsers are slow and only shown for the record: one run each.
+    out["cpu"]["botocore_default_parse"] = _time_parse(botocore_parse(RestXMLParser()), bodies, 1)
     from jobwatch import aws
 
     out["cpu"]["botocore_fast_timestamps_parse"] = _time_parse(
-        botocore_parse(RestXMLParser(timestamp_parser=aws.fast_timestamp)), bodies, repeats
+        botocore_parse(RestXMLParser(timestamp_parser=aws.fast_timestamp)), bodies, 1
     )
     fast = getattr(aws, "parse_list_jobs", None)
     if fast is not None:
@@ -244,6 +243,80 @@ def _config(spec: Mapping[str, Any], **overrides: Any) -> Any:
     return Config.model_validate(data)
 
 
+class CallbackTimer:
+    """The longest single callbacks the event loop ran (asyncio's Handle._run, timed).
+
+    The lag probe sees how late the loop comes back to it, which includes every
+    other callback of that turn; this sees each callback alone. Benchmark only:
+    it wraps a private asyncio method while it runs.
+    """
+
+    def __init__(self) -> None:
+        self.longest: list[tuple[float, str]] = []
+        self.max = 0.0
+        self._original: Any = None
+
+    def start(self) -> None:
+        import asyncio.events as events
+
+        original = events.Handle._run
+        longest = self.longest
+
+        def timed(handle: Any) -> None:
+            started = time.perf_counter()
+            original(handle)
+            took = time.perf_counter() - started
+            if took > self.max:
+                self.max = took
+            if took > 0.02:
+                task = getattr(handle._callback, "__self__", None)
+                coro = task.get_coro() if hasattr(task, "get_coro") else None
+                name = getattr(coro, "__qualname__", None) or repr(handle._callback)[:80]
+                longest.append((took, name))
+
+        self._original = original
+        events.Handle._run = timed  # type: ignore[method-assign]
+
+    def stop(self) -> dict[str, Any]:
+        import asyncio.events as events
+
+        if self._original is not None:
+            events.Handle._run = self._original  # type: ignore[method-assign]
+        top = sorted(self.longest, reverse=True)[:5]
+        return {
+            "max": self.max,
+            "over_50ms": sum(1 for t, _ in self.longest if t > 0.05),
+            "top": [{"seconds": t, "callback": n} for t, n in top],
+        }
+
+
+class GcTimer:
+    """Every garbage collection while it runs: generation and pause."""
+
+    def __init__(self) -> None:
+        self.pauses: list[tuple[int, float]] = []
+        self._started = 0.0
+
+    def _callback(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.pauses.append((info["generation"], time.perf_counter() - self._started))
+
+    def start(self) -> None:
+        gc.callbacks.append(self._callback)
+
+    def stop(self) -> dict[str, Any]:
+        gc.callbacks.remove(self._callback)
+        full = [p for g, p in self.pauses if g == 2]
+        return {
+            "collections": len(self.pauses),
+            "full_collections": len(full),
+            "longest_full": max(full, default=0.0),
+            "longest": max((p for _, p in self.pauses), default=0.0),
+        }
+
+
 class LagProbe:
     """Event-loop lag: how late a 5 ms sleep wakes up, sampled continuously.
 
@@ -298,10 +371,16 @@ async def _jobwatch(spec: Mapping[str, Any]) -> dict[str, Any]:
     app = App(cfg, clock=clock, sinks=[sink])
     cycles: list[dict[str, Any]] = []
     probe: LagProbe | None = None
+    timer: CallbackTimer | None = None
+    gc_timer = GcTimer()
     scraper = None
+    floor_bodies: list[bytes] = []
+    if spec.get("floor"):
+        # The floor, timed in this process next to each cycle: machines are
+        # noisy, and the ratio is what the goal is about.
+        floor_bodies = await _fetch_bodies(spec["url"], _targets(spec))
     async with app:
-        # As App.run_pollers does once the daemon has started.
-        gc.freeze()
+        _settle_gc()
         if spec.get("http"):
             port = await app.serve_http("127.0.0.1:0")
             scraper = await asyncio.create_subprocess_exec(
@@ -316,11 +395,14 @@ async def _jobwatch(spec: Mapping[str, Any]) -> dict[str, Any]:
                 env=h.child_env(),
             )
             probe = LagProbe()
+            timer = CallbackTimer()
         for i, step in enumerate(spec["plan"]):
-            if probe is not None and i == 1:
+            if probe is not None and timer is not None and i == 1:
                 # Steady state: the first poll also builds the clients (an SSL
                 # context each, loading the CA bundle), which happens once.
                 probe.start()
+                timer.start()
+                gc_timer.start()
             if step.get("latency"):
                 await _post_json(
                     f"{spec['url']}/_sim/faults", {"kind": "latency", "seconds": step["latency"]}
@@ -328,6 +410,9 @@ async def _jobwatch(spec: Mapping[str, Any]) -> dict[str, Any]:
             # Full or incremental is jobwatch's own decision, from its clock.
             clock.advance(cfg.resync_interval if step["kind"] == "full" else cfg.interval)
             events_before = sink.count
+            floor_cpu = None
+            if floor_bodies:
+                floor_cpu = _time_parse(ET.fromstring, floor_bodies, 1)
             if probe is None:
                 gc.collect()  # not while the loop is being watched: it would block it
             with h.measure() as span:
@@ -343,16 +428,43 @@ async def _jobwatch(spec: Mapping[str, Any]) -> dict[str, Any]:
                     "tracked": sum(len(ts.jobs or ()) for ts in states),
                     "requests": sum(sum(ts.api_requests.values()) for ts in states),
                     "events": sink.count - events_before,
+                    "floor_cpu": floor_cpu,
                 }
             )
         result: dict[str, Any] = {"cycles": cycles, "targets": len(app.targets)}
-        if probe is not None and scraper is not None:
+        if probe is not None and timer is not None and scraper is not None:
             result["loop_lag"] = await probe.stop()
+            result["idle_metrics_seconds"] = await _idle_scrapes(app)
+            result["callbacks"] = timer.stop()
+            result["gc"] = gc_timer.stop()
             assert scraper.stdin is not None
             scraper.stdin.close()
             out, _ = await scraper.communicate()
             result["scrapes"] = json.loads(out)
     return result
+
+
+async def _idle_scrapes(app: Any, count: int = 5) -> float:
+    """Median /metrics latency (gzip) with nothing else running, same state."""
+    import aiohttp
+
+    walls = []
+    async with aiohttp.ClientSession() as session:
+        for _ in range(count):
+            started = time.perf_counter()
+            async with session.get(
+                f"http://127.0.0.1:{app.http_port}/metrics", headers={"Accept-Encoding": "gzip"}
+            ) as resp:
+                await resp.read()
+            walls.append(time.perf_counter() - started)
+    return h.median(walls)
+
+
+def _settle_gc() -> None:
+    """What App.run_pollers does to the collector once the daemon has started."""
+    gc.freeze()
+    thresholds = gc.get_threshold()
+    gc.set_threshold(thresholds[0], thresholds[1], max(thresholds[2], 100))
 
 
 def jobwatch_cycles(spec: Mapping[str, Any]) -> dict[str, Any]:
@@ -436,7 +548,7 @@ async def _memory(spec: Mapping[str, Any]) -> dict[str, Any]:
     configure_logging("info", "json", stream=sys.stdout)
     app = App(_config(spec), clock=ManualClock(h.EPOCH), sinks=[CountSink()])
     async with app:
-        gc.freeze()
+        _settle_gc()
         gc.collect()
         rss0 = h.rss_bytes()
         await app.poll_all_once()
