@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 # Raise as the suite grows; CI fails below it.
-COVERAGE_FLOOR ?= 85
+COVERAGE_FLOOR ?= 90
 # Debian packages the end-to-end and rule tests run for real.
 SYSTEM_PACKAGES := prometheus prometheus-alertmanager
 
