@@ -10,6 +10,7 @@ that need escaping, unknown statuses, huge, negative and non-finite numbers.
 from __future__ import annotations
 
 import asyncio
+import gzip
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -20,11 +21,13 @@ from hypothesis import strategies as st
 from prometheus_client import generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
+from prometheus_client.utils import floatToGoString
 
 from jobwatch.diff import EVENT_KINDS, TrackedJob
 from jobwatch.metrics import (
     ExpositionRegistry,
     JobwatchCollector,
+    _number,
     exposition,
     exposition_async,
     make_registry,
@@ -172,6 +175,19 @@ def test_registry_keeps_registration_order_and_other_collectors() -> None:
     )
 
 
+def test_gzip_exposition_decompresses_to_the_text() -> None:
+    collector = JobwatchCollector(_state(50), ("team",), "1.0")
+    registry = make_registry(collector)
+    registry.register(Static())
+    packed = asyncio.run(exposition_async(registry, gzip=True))
+    assert gzip.decompress(packed) == generate_latest(registry)
+    plain = CollectorRegistry()
+    plain.register(Static())
+    assert gzip.decompress(asyncio.run(exposition_async(plain, gzip=True))) == (
+        generate_latest(plain)
+    )
+
+
 def test_other_registries_go_through_generate_latest() -> None:
     plain = CollectorRegistry()
     plain.register(Static())
@@ -246,3 +262,16 @@ async def test_metrics_endpoint_serves_the_fast_text() -> None:
     assert b's3batch_job_status{aws_account_id="111111111111"' in served
     assert POLL_DURATION_BUCKETS  # the histogram is there too
     assert b"jobwatch_poll_duration_seconds_bucket" in served
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    st.floats(allow_nan=True, allow_infinity=True)
+    | st.floats(1e9, 1e10)
+    | st.floats(-1e7, 1e7)
+    | st.integers(-(2**70), 2**70)
+    | st.integers(-10, 2_000_000)
+    | st.sampled_from([1e9, 1e10, 1e6, 999_999.9999999, 1e16, -1e16, 10**16, -(10**16), 0.0, -0.0])
+)
+def test_number_text_is_prometheus_clients(value: float) -> None:
+    assert _number(value) == floatToGoString(value)

@@ -17,7 +17,7 @@ from aiohttp import ClientError as HTTPClientError
 from botocore.exceptions import BotoCoreError, ClientError
 from botocore.parsers import ResponseParserError
 
-from jobwatch.aws import ClientPool, is_throttle
+from jobwatch.aws import BIG_PAGE, ClientPool, is_throttle
 from jobwatch.errors import SourceError
 from jobwatch.log import get_logger
 from jobwatch.model import FailureReason, Job, JobDetail, ReportLocation, Target
@@ -202,17 +202,16 @@ class S3ControlJobSource:
             if token:
                 kwargs["NextToken"] = token
             page = await self._call(target, "ListJobs", **kwargs)
-            for entry in page.get("Jobs") or ():
-                try:
-                    jobs.append(job_from_api(entry))
-                except (ValueError, TypeError, AttributeError) as e:
-                    _log.warning(
-                        "job_entry_skipped",
-                        aws_account_id=target.account_id,
-                        aws_region=target.region,
-                        reason=str(e),
-                    )
+            entries = page.get("Jobs") or ()
+            if isinstance(entries, list) and len(entries) > BIG_PAGE:
+                async with self._pool.turns.turn():
+                    self._add_jobs(target, entries, jobs)
+            else:
+                self._add_jobs(target, entries, jobs)
             token = page.get("NextToken") or None
+            # A page is thousands of dicts: let them go now rather than after the
+            # next request, so they never reach the collector's old generation.
+            del page, entries
             if token is None:
                 return jobs
             if token in seen_tokens:
@@ -224,6 +223,19 @@ class S3ControlJobSource:
                     "AWS returned a NextToken it had already returned",
                 )
             seen_tokens.add(token)
+
+    @staticmethod
+    def _add_jobs(target: Target, entries: Any, jobs: list[Job]) -> None:
+        for entry in entries:
+            try:
+                jobs.append(job_from_api(entry))
+            except (ValueError, TypeError, AttributeError) as e:
+                _log.warning(
+                    "job_entry_skipped",
+                    aws_account_id=target.account_id,
+                    aws_region=target.region,
+                    reason=str(e),
+                )
 
     async def describe_job(self, target: Target, job_id: str) -> JobDetail:
         page = await self._call(target, "DescribeJob", JobId=job_id)
