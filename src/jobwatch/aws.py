@@ -97,6 +97,8 @@ def fast_timestamp(value: str) -> datetime:
         parsed = datetime.fromisoformat(value)
     except (TypeError, ValueError):
         parsed = default_timestamp_parser(value)
+    if parsed.tzinfo is UTC:  # "Z" and "+00:00": the usual case, nothing to convert
+        return parsed
     if parsed.tzinfo is None:
         return parsed.replace(tzinfo=UTC)
     return parsed.astimezone(UTC)
@@ -163,6 +165,41 @@ _LIST_JOBS_MEMBER = re.compile(
     + ")?</ProgressSummary>"
     + _WS
     + ")?</member>"
+    + _WS
+)
+# The member as AWS sends it for a job that has run: every field but the
+# description and the termination date present. Most members take this path:
+# groups are never None but for those two, so the dict is built in one go.
+_LIST_JOBS_FULL_MEMBER = re.compile(
+    "<member>"
+    + _WS
+    + "".join(
+        f"<{t}>({_TEXT})</{t}>{_WS}" if t not in ("Description", "TerminationDate") else _leaf(t)
+        for t in (
+            "JobId",
+            "Description",
+            "Operation",
+            "Priority",
+            "Status",
+            "CreationTime",
+            "TerminationDate",
+        )
+    )
+    + "<ProgressSummary>"
+    + _WS
+    + "".join(
+        f"<{t}>({_TEXT})</{t}>{_WS}"
+        for t in ("TotalNumberOfTasks", "NumberOfTasksSucceeded", "NumberOfTasksFailed")
+    )
+    + "<Timers>"
+    + _WS
+    + f"<ElapsedTimeInActiveSeconds>({_TEXT})</ElapsedTimeInActiveSeconds>"
+    + _WS
+    + "</Timers>"
+    + _WS
+    + "</ProgressSummary>"
+    + _WS
+    + "</member>"
     + _WS
 )
 _ENTITY = re.compile(r"&(?:(amp|lt|gt|quot|apos)|#([0-9]+)|#x([0-9a-fA-F]+));")
@@ -235,13 +272,19 @@ def parse_list_jobs(body: bytes, timestamp_parser: Callable[[str], Any]) -> dict
             jobs = []
             if m.group(1):
                 continue
-            member = _LIST_JOBS_MEMBER.match
             entities = "&" in text
-            while (m := member(text, pos)) is not None:
-                groups = m.groups()
-                if entities:
-                    groups = tuple(None if g is None else _text(g) for g in groups)
-                jobs.append(_job_dict(groups, timestamp_parser))
+            full = None if entities else _LIST_JOBS_FULL_MEMBER.match
+            member = _LIST_JOBS_MEMBER.match
+            while True:
+                if full is not None and (m := full(text, pos)) is not None:
+                    jobs.append(_full_job_dict(m.groups(), timestamp_parser))
+                elif (m := member(text, pos)) is not None:
+                    groups = m.groups()
+                    if entities:
+                        groups = tuple(None if g is None else _text(g) for g in groups)
+                    jobs.append(_job_dict(groups, timestamp_parser))
+                else:
+                    break
                 pos = m.end()
             if (m := _LIST_JOBS_CLOSE.match(text, pos)) is None:
                 return None
@@ -286,6 +329,56 @@ def _job_dict(g: tuple[str | None, ...], ts: Callable[[str], Any]) -> dict[str, 
             p["Timers"] = {} if active is None else {"ElapsedTimeInActiveSeconds": int(active)}
         d["ProgressSummary"] = p
     return d
+
+
+def _full_job_dict(g: tuple[Any, ...], ts: Callable[[str], Any]) -> dict[str, Any]:
+    """:func:`_job_dict` for a member the full pattern matched (same dict, key order too)."""
+    job_id, desc, op, prio, status, created, ended, total, ok, failed, active = g
+    progress = {
+        "TotalNumberOfTasks": int(total),
+        "NumberOfTasksSucceeded": int(ok),
+        "NumberOfTasksFailed": int(failed),
+        "Timers": {"ElapsedTimeInActiveSeconds": int(active)},
+    }
+    if desc is None:
+        if ended is None:
+            return {
+                "JobId": job_id,
+                "Operation": op,
+                "Priority": int(prio),
+                "Status": status,
+                "CreationTime": ts(created),
+                "ProgressSummary": progress,
+            }
+        return {
+            "JobId": job_id,
+            "Operation": op,
+            "Priority": int(prio),
+            "Status": status,
+            "CreationTime": ts(created),
+            "TerminationDate": ts(ended),
+            "ProgressSummary": progress,
+        }
+    if ended is None:
+        return {
+            "JobId": job_id,
+            "Description": desc,
+            "Operation": op,
+            "Priority": int(prio),
+            "Status": status,
+            "CreationTime": ts(created),
+            "ProgressSummary": progress,
+        }
+    return {
+        "JobId": job_id,
+        "Description": desc,
+        "Operation": op,
+        "Priority": int(prio),
+        "Status": status,
+        "CreationTime": ts(created),
+        "TerminationDate": ts(ended),
+        "ProgressSummary": progress,
+    }
 
 
 def fast_list_jobs_parser(

@@ -47,11 +47,6 @@ def is_terminal(status: str) -> bool:
     return status in TERMINAL_STATUSES
 
 
-def _intern(value: str) -> str:
-    # Statuses and operations repeat across 100k jobs: share one string each.
-    return sys.intern(value)
-
-
 @dataclass(frozen=True, slots=True)
 class Target:
     """One monitored ``(account, region)`` pair and how to reach it."""
@@ -103,10 +98,11 @@ class Job:
         active_seconds: float = 0.0,
     ) -> Job:
         """Build a job with interned status and operation strings."""
+        # Statuses and operations repeat across 100k jobs: share one string each.
         return Job(
             job_id,
-            _intern(status),
-            _intern(operation),
+            sys.intern(status),
+            sys.intern(operation),
             priority,
             description,
             creation_time,

@@ -56,13 +56,16 @@ def job_from_api(d: dict[str, Any], operation: str | None = None) -> Job:
 
     Raises ``ValueError`` when the entry has no usable ``JobId``.
     """
-    job_id = d.get("JobId")
+    # Runs for every job of every page: the usual types take the short way
+    # (``type(x) is ...``), anything else goes through _int and _epoch.
+    get = d.get
+    job_id = get("JobId")
     if not isinstance(job_id, str) or not job_id:
         raise ValueError("job entry without JobId")
-    progress = d.get("ProgressSummary") or {}
+    progress = get("ProgressSummary") or {}
     timers = progress.get("Timers") or {}
-    op = d.get("Operation")
     if operation is None:
+        op = get("Operation")
         if isinstance(op, str):
             operation = op
         elif isinstance(op, dict) and op:
@@ -70,21 +73,27 @@ def job_from_api(d: dict[str, Any], operation: str | None = None) -> Job:
             operation = next(iter(op))
         else:
             operation = ""
-    status = d.get("Status")
+    status = get("Status")
+    description = get("Description")
+    priority = get("Priority")
+    created = get("CreationTime")
+    ended = get("TerminationDate")
+    total = progress.get("TotalNumberOfTasks")
+    succeeded = progress.get("NumberOfTasksSucceeded")
+    failed = progress.get("NumberOfTasksFailed")
     active = timers.get("ElapsedTimeInActiveSeconds")
-    description = d.get("Description")
     return Job.make(
-        job_id=job_id,
-        status=status if isinstance(status, str) and status else "Unknown",
-        operation=operation,
-        priority=_int(d.get("Priority")),
-        description=description if isinstance(description, str) else "",
-        creation_time=_epoch(d.get("CreationTime")),
-        termination_time=_epoch(d.get("TerminationDate")),
-        tasks_total=_int(progress.get("TotalNumberOfTasks")),
-        tasks_succeeded=_int(progress.get("NumberOfTasksSucceeded")),
-        tasks_failed=_int(progress.get("NumberOfTasksFailed")),
-        active_seconds=float(active) if isinstance(active, int | float) else 0.0,
+        job_id,
+        status if isinstance(status, str) and status else "Unknown",
+        operation,
+        priority if type(priority) is int else _int(priority),
+        description if isinstance(description, str) else "",
+        created.timestamp() if type(created) is datetime else _epoch(created),
+        ended.timestamp() if type(ended) is datetime else _epoch(ended),
+        total if type(total) is int else _int(total),
+        succeeded if type(succeeded) is int else _int(succeeded),
+        failed if type(failed) is int else _int(failed),
+        float(active) if isinstance(active, int | float) else 0.0,
     )
 
 
