@@ -250,7 +250,7 @@ def s1_s4(run: Run) -> None:
 
 def s2(run: Run) -> None:
     fleet = run.size(
-        {"accounts": 10, "regions": 2, "jobs": 5000, "terminal_share": 1.0, "extra_active": 20},
+        {"accounts": 50, "regions": 2, "jobs": 5000, "terminal_share": 1.0, "extra_active": 20},
         {"accounts": 2, "regions": 2, "jobs": 1000, "terminal_share": 1.0, "extra_active": 20},
     )
     targets = h.fleet_targets(fleet)
@@ -540,6 +540,9 @@ def main() -> int:
     names = [n for n in SCENARIOS if not wanted or n in wanted]
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     workdir = RESULTS / f"{stamp}{'-quick' if args.quick else ''}"
+    if args.out is not None:
+        # Specs, logs and raw outputs of the workers go next to the result file.
+        workdir = args.out.parent / f"{args.out.stem}-work"
     run = Run(args.quick, workdir)
     command = "bench/run.py " + " ".join(sys.argv[1:])
     started = time.perf_counter()
