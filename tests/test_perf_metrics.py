@@ -272,6 +272,7 @@ async def test_metrics_endpoint_serves_the_fast_text() -> None:
     | st.integers(-(2**70), 2**70)
     | st.integers(-10, 2_000_000)
     | st.sampled_from([1e9, 1e10, 1e6, 999_999.9999999, 1e16, -1e16, 10**16, -(10**16), 0.0, -0.0])
+    | st.sampled_from([-(2**53), -(2**53) - 1, -(2**53) + 1, 2**53 + 1, 999_999, 1_000_000])
 )
 def test_number_text_is_prometheus_clients(value: float) -> None:
     assert _number(value) == floatToGoString(value)

@@ -517,8 +517,8 @@ def _number(value: float) -> str:
         if -_INF < value < 1e6:
             return repr(value)  # no exponent for these in Go's format either
         return _go_float(value)
-    if type(value) is int and -10_000_000_000_000_000 < value < 1_000_000:
-        return f"{value}.0"  # what repr(float(value)) gives for these
+    if type(value) is int and -(2**53) <= value < 1_000_000:
+        return f"{value}.0"  # what repr(float(value)) gives for these (exact as floats)
     return _go_float(value)
 
 
