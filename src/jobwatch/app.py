@@ -35,7 +35,7 @@ from jobwatch.discovery import (
 from jobwatch.events import EventRecord, EventSink, LogSink, emit_all
 from jobwatch.http import KEEPALIVE_TIMEOUT, create_http_app
 from jobwatch.log import get_logger
-from jobwatch.metrics import JobwatchCollector, make_registry
+from jobwatch.metrics import JobwatchCollector, make_registry, share_cpu_turns
 from jobwatch.model import Target
 from jobwatch.persist import Committer
 from jobwatch.poller import PollSettings, TargetPoller
@@ -191,6 +191,8 @@ class App:
             for target in self.targets:
                 pool.register(target)
             self._pool = pool
+            # A scrape's rendering goes before the polls' page parsing.
+            share_cpu_turns(self.registry, pool.turns)
             source = S3ControlJobSource(pool, asyncio.Semaphore(self.config.concurrency), rate)
             self.source = source
         policy = policy_from_config(self.config)
@@ -255,9 +257,16 @@ class App:
         # Everything allocated so far lives for the whole run: keep the
         # collector from walking it on every full collection.
         gc.freeze()
+        # A big account's listing keeps thousands of jobs alive while it runs;
+        # with the default thresholds that sets off a full collection every
+        # second or so under load, each holding the loop 30-70 ms. Rarer full
+        # collections; young ones as before (docs/performance.md).
+        thresholds = gc.get_threshold()
+        gc.set_threshold(thresholds[0], thresholds[1], max(thresholds[2], 100))
         try:
             await self.stop_event.wait()
         finally:
+            gc.set_threshold(*thresholds)
             self._running = False
             if discover is not None:
                 discover.cancel()
