@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 __all__ = [
+    "KNOWN_OPERATIONS",
     "KNOWN_STATUSES",
     "NON_TERMINAL_STATUSES",
     "TERMINAL_STATUSES",
@@ -40,6 +41,23 @@ TERMINAL_STATUSES: Final[frozenset[str]] = frozenset({"Complete", "Failed", "Can
 #: cannot be requested by name: such jobs are picked up by the full resync.
 NON_TERMINAL_STATUSES: Final[tuple[str, ...]] = tuple(
     s for s in KNOWN_STATUSES if s not in TERMINAL_STATUSES
+)
+
+
+#: Operations AWS documented (botocore 1.43's ``OperationName`` enum). AWS adds new
+#: ones; jobwatch treats any other name as data and logs it once.
+KNOWN_OPERATIONS: Final[tuple[str, ...]] = (
+    "LambdaInvoke",
+    "S3PutObjectCopy",
+    "S3PutObjectAcl",
+    "S3PutObjectTagging",
+    "S3DeleteObjectTagging",
+    "S3InitiateRestoreObject",
+    "S3PutObjectLegalHold",
+    "S3PutObjectRetention",
+    "S3ReplicateObject",
+    "S3ComputeObjectChecksum",
+    "S3UpdateObjectEncryption",
 )
 
 

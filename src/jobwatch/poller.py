@@ -19,29 +19,21 @@ from jobwatch.diff import Change, DiffPolicy, TrackedJob, departed, diff
 from jobwatch.errors import SourceError
 from jobwatch.events import Event, EventRecord
 from jobwatch.log import get_logger
-from jobwatch.model import KNOWN_STATUSES, NON_TERMINAL_STATUSES, Job, JobDetail, Target
+from jobwatch.model import (
+    KNOWN_OPERATIONS,
+    KNOWN_STATUSES,
+    NON_TERMINAL_STATUSES,
+    Job,
+    JobDetail,
+    Target,
+)
 from jobwatch.source import JobSource
 from jobwatch.state import Store
 
 __all__ = ["PollSettings", "TargetPoller"]
 
 _log = get_logger("jobwatch.poller")
-#: Operations AWS documented when this was written; others are logged once.
-KNOWN_OPERATIONS = frozenset(
-    {
-        "LambdaInvoke",
-        "S3PutObjectCopy",
-        "S3PutObjectAcl",
-        "S3PutObjectTagging",
-        "S3DeleteObjectTagging",
-        "S3InitiateRestoreObject",
-        "S3PutObjectLegalHold",
-        "S3PutObjectRetention",
-        "S3ReplicateObject",
-        "S3ComputeObjectChecksum",
-        "S3UpdateObjectEncryption",
-    }
-)
+_KNOWN_OPERATION_SET = frozenset(KNOWN_OPERATIONS)
 _KNOWN_STATUS_SET = frozenset(KNOWN_STATUSES)
 
 
@@ -187,7 +179,7 @@ class TargetPoller:
                 self._log.warning("unknown_value_seen", field="status", value=job.status[:64])
             if (
                 job.operation
-                and job.operation not in KNOWN_OPERATIONS
+                and job.operation not in _KNOWN_OPERATION_SET
                 and self._store.note_unknown("operation", job.operation)
             ):
                 self._log.warning("unknown_value_seen", field="operation", value=job.operation[:64])

@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from jobwatch.model import KNOWN_OPERATIONS
+
 __all__ = [
     "ACTIVE",
     "CANCELLED",
@@ -66,19 +68,7 @@ JOB_STATUSES: tuple[str, ...] = (
 TERMINAL_STATUSES: frozenset[str] = frozenset({COMPLETE, FAILED, CANCELLED})
 
 #: Operation names botocore 1.43 knows (``OperationName`` enum). Jobs may carry others.
-OPERATIONS: tuple[str, ...] = (
-    "LambdaInvoke",
-    "S3PutObjectCopy",
-    "S3PutObjectAcl",
-    "S3PutObjectTagging",
-    "S3DeleteObjectTagging",
-    "S3InitiateRestoreObject",
-    "S3PutObjectLegalHold",
-    "S3PutObjectRetention",
-    "S3ReplicateObject",
-    "S3ComputeObjectChecksum",
-    "S3UpdateObjectEncryption",
-)
+OPERATIONS: tuple[str, ...] = KNOWN_OPERATIONS
 
 #: The S3 Control operations the simulator answers (names as in botocore and the stats).
 WIRE_OPERATIONS: tuple[str, ...] = ("ListJobs", "DescribeJob", "UpdateJobStatus", "CreateJob")
