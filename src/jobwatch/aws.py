@@ -137,26 +137,24 @@ _LIST_JOBS_TOKEN = re.compile(f"(?:<NextToken>({_TEXT})</NextToken>|(<NextToken/
 _LIST_JOBS_OPEN = re.compile(r"(?:<Jobs>|(<Jobs/>))" + _WS)
 _LIST_JOBS_CLOSE = re.compile(r"</Jobs>" + _WS)
 _LIST_JOBS_END = re.compile(r"</ListJobsResult>" + _WS + r"\Z")
+#: A JobListDescriptor's leaves, in the order AWS (and the simulator) sends them.
+_MEMBER_FIELDS = (
+    "JobId",
+    "Description",
+    "Operation",
+    "Priority",
+    "Status",
+    "CreationTime",
+    "TerminationDate",
+)
+_PROGRESS_FIELDS = ("TotalNumberOfTasks", "NumberOfTasksSucceeded", "NumberOfTasksFailed")
 _LIST_JOBS_MEMBER = re.compile(
     "<member>"
     + _WS
-    + "".join(
-        _leaf(t)
-        for t in (
-            "JobId",
-            "Description",
-            "Operation",
-            "Priority",
-            "Status",
-            "CreationTime",
-            "TerminationDate",
-        )
-    )
+    + "".join(_leaf(t) for t in _MEMBER_FIELDS)
     + "(?:(<ProgressSummary>)"
     + _WS
-    + "".join(
-        _leaf(t) for t in ("TotalNumberOfTasks", "NumberOfTasksSucceeded", "NumberOfTasksFailed")
-    )
+    + "".join(_leaf(t) for t in _PROGRESS_FIELDS)
     + "(?:(<Timers>)"
     + _WS
     + _leaf("ElapsedTimeInActiveSeconds")
@@ -175,22 +173,11 @@ _LIST_JOBS_FULL_MEMBER = re.compile(
     + _WS
     + "".join(
         f"<{t}>({_TEXT})</{t}>{_WS}" if t not in ("Description", "TerminationDate") else _leaf(t)
-        for t in (
-            "JobId",
-            "Description",
-            "Operation",
-            "Priority",
-            "Status",
-            "CreationTime",
-            "TerminationDate",
-        )
+        for t in _MEMBER_FIELDS
     )
     + "<ProgressSummary>"
     + _WS
-    + "".join(
-        f"<{t}>({_TEXT})</{t}>{_WS}"
-        for t in ("TotalNumberOfTasks", "NumberOfTasksSucceeded", "NumberOfTasksFailed")
-    )
+    + "".join(f"<{t}>({_TEXT})</{t}>{_WS}" for t in _PROGRESS_FIELDS)
     + "<Timers>"
     + _WS
     + f"<ElapsedTimeInActiveSeconds>({_TEXT})</ElapsedTimeInActiveSeconds>"
