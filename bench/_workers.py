@@ -11,7 +11,7 @@ Kinds (``spec["kind"]``):
 - ``jobwatch``: jobwatch's real path (App -> TargetPoller -> S3ControlJobSource
   -> ClientPool) for a plan of poll cycles; optionally with the HTTP server, a
   scraper process and an event-loop lag probe (S4).
-- ``startup``: the real daemon lifecycle (``App.run_pollers``) until every
+- ``startup``: the real daemon lifecycle (``App.run_pollers`` as ``serve`` runs it) until every
   target has been polled once; wall time and resident memory (S6).
 - ``memory``: bytes retained per tracked job after a poll (S6).
 - ``render``: ``/metrics`` for a state of synthetic jobs (S5).
@@ -20,6 +20,7 @@ Kinds (``spec["kind"]``):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
 import sys
@@ -31,6 +32,9 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import _harness as h
+
+#: Collector settings entered once per worker process and never left (it exits after).
+_GC_SETTINGS = contextlib.ExitStack()
 
 
 class CountSink:
@@ -461,10 +465,10 @@ async def _idle_scrapes(app: Any, count: int = 5) -> float:
 
 
 def _settle_gc() -> None:
-    """What App.run_pollers does to the collector once the daemon has started."""
-    gc.freeze()
-    thresholds = gc.get_threshold()
-    gc.set_threshold(thresholds[0], thresholds[1], max(thresholds[2], 100))
+    """The daemon's collector settings (``serve.gc_tuned``) for the rest of this worker."""
+    from jobwatch.serve import gc_tuned
+
+    _GC_SETTINGS.enter_context(gc_tuned())
 
 
 def jobwatch_cycles(spec: Mapping[str, Any]) -> dict[str, Any]:
@@ -489,6 +493,7 @@ async def _startup(spec: Mapping[str, Any]) -> dict[str, Any]:
     app = App(cfg, clock=ManualClock(h.EPOCH), sinks=[CountSink()])
     await app.start()
     port = await app.serve_http("127.0.0.1:0")
+    _settle_gc()  # as serve() does around the poll loops
     loops = asyncio.create_task(app.run_pollers())
     async with aiohttp.ClientSession() as session:
         while True:

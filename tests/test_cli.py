@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from jobwatch import __version__
-from jobwatch.cli import Lifecycle
+from jobwatch.serve import SignalHandler
 
 A, D = "111111111111", "444444444444"
 SCENARIO = f"""
@@ -229,7 +229,7 @@ def test_bad_config_and_bad_scenario_exit_2(tmp_path: Path) -> None:
 def test_lifecycle_first_signal_stops_second_forces() -> None:
     calls: list[str] = []
     codes: list[int] = []
-    life = Lifecycle(lambda: calls.append("stop"), codes.append)
+    life = SignalHandler(lambda: calls.append("stop"), codes.append)
     life.handle_exit(signal.SIGINT)
     assert calls == ["stop"]
     assert codes == []

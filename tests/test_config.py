@@ -10,6 +10,7 @@ import pytest
 from jobwatch.cli import main
 from jobwatch.config import load_config, parse_config, parse_duration
 from jobwatch.errors import ConfigError
+from jobwatch.targets import resolve_targets
 
 ROOT = Path(__file__).resolve().parents[1]
 ACCOUNT = "targets: [{account_id: '123456789012'}]\n"
@@ -17,7 +18,7 @@ ACCOUNT = "targets: [{account_id: '123456789012'}]\n"
 
 def test_example_config_is_valid() -> None:
     cfg = load_config(ROOT / "config" / "jobwatch.example.yaml", environ={})
-    targets = cfg.resolved_targets()
+    targets = resolve_targets(cfg).targets
     assert [(t.account_id, t.region) for t in targets] == [
         ("111111111111", "us-east-1"),
         ("111111111111", "eu-west-1"),
@@ -37,7 +38,7 @@ def test_defaults() -> None:
     assert cfg.log.format == "json"
     assert cfg.stall.no_progress == 1800
     assert cfg.terminal_retention == 86400
-    (t,) = cfg.resolved_targets()
+    (t,) = resolve_targets(cfg).targets
     assert (t.account_id, t.region, t.role_arn) == ("123456789012", "us-east-1", None)
 
 

@@ -26,13 +26,13 @@ from jobwatch.discovery import (
     Discovery,
     DiscoveryError,
     OrganizationsSource,
-    build_targets,
     cache_path_for,
     passes_filters,
     tags_match,
 )
 from jobwatch.errors import ConfigError
 from jobwatch.simulator import Scenario, Simulator, SimulatorServer
+from jobwatch.targets import resolve_targets
 from jobwatch.testing import MemorySink
 from tests.helpers import World
 
@@ -104,7 +104,7 @@ def test_static_targets_win_and_discovered_ones_follow_the_templates() -> None:
         Account("111111111111", tags=(("team", "ignored"),)),  # static: taken from targets
         Account("222222222222"),
     ]
-    targets = build_targets(config, discovered)
+    targets = resolve_targets(config, discovered).targets
     assert [(t.account_id, t.region) for t in targets] == [
         ("111111111111", "ap-south-1"),
         ("222222222222", R),
@@ -121,7 +121,7 @@ def test_static_targets_win_and_discovered_ones_follow_the_templates() -> None:
     assert config.label_names == ("source", "stage", "t", "team")
     # Discovered regions default to defaults.regions.
     config2 = _config(defaults={"regions": [R, "eu-west-1"]}, discovery={})
-    assert [t.region for t in build_targets(config2, [Account("222222222222")])] == [
+    assert [t.region for t in resolve_targets(config2, [Account("222222222222")]).targets] == [
         R,
         "eu-west-1",
     ]
@@ -258,7 +258,7 @@ async def test_organizations_whole_org_ous_recursion_and_tags(moto: str) -> None
     assert [(x.account_id, dict(x.tags)["team"]) for x in discovery.accounts or []] == [
         (a, "storage")
     ]
-    (target,) = discovery.targets()
+    (target,) = resolve_targets(config, discovery.accounts or []).targets
     assert dict(target.labels) == {"team": "storage"}
     assert target.role_arn == f"arn:aws:iam::{a}:role/jobwatch-reader"
 
@@ -423,12 +423,12 @@ async def test_the_run_loop_follows_discovery_without_a_restart(moto: str) -> No
         source.accounts = [Account(b)]
         await until(lambda: (a, R) not in app.store.targets)
         assert set(app.pollers) == {(b, R)}
-        assert [t.get_name() for t, _ in app._tasks.values()] == [f"poll {b}/{R}"]
+        assert [t.get_name() for t in app.supervisor.tasks.values()] == [f"poll {b}/{R}"]
         polls_before = app.store[(b, R)].polls["success"]
         await until(lambda: app.store[(b, R)].polls["success"] > polls_before)
         app.request_stop()
         await asyncio.wait_for(run, 10)
-        assert not app._tasks
+        assert not app.supervisor.tasks
 
 
 async def test_a_crash_while_updating_targets_does_not_end_discovery(moto: str) -> None:
@@ -541,8 +541,8 @@ async def test_a_restart_while_discovery_fails_watches_the_cached_accounts(
             update={"discovery": DiscoveryConfig.model_validate({"tags": {"watch": "no"}})}
         )
         with capture_logs() as logs:
-            fresh = App(changed, clock=w.clock, account_source=source)
-        assert not fresh.store.targets
+            async with App(changed, clock=w.clock, account_source=source) as fresh:
+                assert not fresh.store.targets
         assert any(e["event"] == "discovery_cache_ignored" for e in logs)
 
 

@@ -24,6 +24,7 @@ from jobwatch.app import App
 from jobwatch.clock import ManualClock
 from jobwatch.config import Config, parse_config
 from jobwatch.errors import ConfigError
+from jobwatch.targets import resolve_targets
 from jobwatch.testing import MemorySink
 
 NS = "http://awss3control.amazonaws.com/doc/2018-08-20/"
@@ -223,7 +224,7 @@ def test_fuzzed_config_files_are_accepted_or_explained(
     except ConfigError as e:
         problems = e.problems
     if problems is None:
-        assert cfg.resolved_targets()
+        assert resolve_targets(cfg).targets
         return
     assert problems
     for problem in problems:

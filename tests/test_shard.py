@@ -23,6 +23,7 @@ from jobwatch.config import Config
 from jobwatch.errors import ConfigError
 from jobwatch.model import Target
 from jobwatch.shard import Shard, ordinal_from_pod, resolve_shard, shard_of
+from jobwatch.targets import resolve_targets
 from jobwatch.testing import MemorySink
 from tests.helpers import running
 from tests.test_cli import child_env, free_port, jobwatch, wait_http, wait_port
@@ -138,25 +139,26 @@ def _accounts(n: int) -> list[str]:
     return [f"{100000000000 + i * 7919:012d}" for i in range(n)]
 
 
-def test_an_app_watches_only_its_shard_and_says_which() -> None:
+async def test_an_app_watches_only_its_shard_and_says_which() -> None:
     targets = [{"account_id": a, "regions": ["us-east-1", "eu-west-1"]} for a in _accounts(30)]
     seen: list[tuple[str, str]] = []
     for ordinal in range(3):
         config = Config.model_validate(
             {"targets": targets, "shard": {"total": 3, "ordinal": ordinal}}
         )
-        app = App(config)
-        seen.extend(app.store.targets)
-        sample = app.registry.get_sample_value
-        assert sample("jobwatch_shard_ordinal") == ordinal
-        assert sample("jobwatch_total_shards") == 3
-        assert sample("jobwatch_shard_candidate_targets") == 60
-        assert sample("jobwatch_targets") == len(app.store.targets)
-    every = Config.model_validate({"targets": targets}).resolved_targets()
+        async with App(config) as app:
+            seen.extend(app.store.targets)
+            sample = app.registry.get_sample_value
+            assert sample("jobwatch_shard_ordinal") == ordinal
+            assert sample("jobwatch_total_shards") == 3
+            assert sample("jobwatch_shard_candidate_targets") == 60
+            assert sample("jobwatch_targets") == len(app.store.targets)
+    every = resolve_targets(Config.model_validate({"targets": targets})).targets
     assert sorted(seen) == sorted(t.key for t in every)
-    unsharded = App(Config.model_validate({"targets": targets}))
-    assert unsharded.registry.get_sample_value("jobwatch_shard_ordinal") == 0
-    assert unsharded.registry.get_sample_value("jobwatch_total_shards") == 1
+    async with App(Config.model_validate({"targets": targets})) as unsharded:
+        assert unsharded.registry.get_sample_value("jobwatch_shard_ordinal") == 0
+        assert unsharded.registry.get_sample_value("jobwatch_total_shards") == 1
+        assert len(unsharded.targets) == 60
 
 
 def test_check_config_shows_the_shard(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,19 +1,19 @@
-"""Wires jobwatch together and owns its lifecycle.
+"""Wires jobwatch together: config -> targets -> clients -> poll loops -> metrics.
 
-Every resource lives in one :class:`contextlib.AsyncExitStack`; the pollers run
-in one :class:`asyncio.TaskGroup`. A stop request lets in-flight polls finish
-within ``grace`` seconds, then cancels what is left.
+Every resource lives in one :class:`contextlib.AsyncExitStack`, closed by
+:meth:`App.close`. The poll loops belong to a :class:`~jobwatch.supervisor.Supervisor`;
+a stop request lets polls in progress finish within ``grace`` seconds, then
+cancels what is left. Process-wide concerns (signals, the garbage collector) are
+``serve.py``'s.
 """
 
 from __future__ import annotations
 
 import asyncio
-import gc
 import random
 import ssl
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
-from dataclasses import dataclass, field
 
 from aiobotocore.session import AioSession
 from aiohttp import web
@@ -40,9 +40,11 @@ from jobwatch.model import Target
 from jobwatch.persist import Committer
 from jobwatch.poller import PollSettings, TargetPoller
 from jobwatch.ratelimit import AccountRateLimiter
-from jobwatch.shard import ShardCollector, resolve_shard
+from jobwatch.shard import Shard, ShardCollector, resolve_shard
 from jobwatch.source import JobSource, S3ControlJobSource
 from jobwatch.state import Store
+from jobwatch.supervisor import Supervisor
+from jobwatch.targets import resolve_targets
 
 __all__ = ["App", "policy_from_config", "settings_from_config"]
 
@@ -83,132 +85,168 @@ def settings_from_config(config: Config) -> PollSettings:
     )
 
 
-@dataclass
 class App:
-    """jobwatch for one configuration. ``source`` and ``sinks`` may be injected."""
+    """jobwatch for one configuration, embeddable: it changes no process-wide state.
 
-    config: Config
-    clock: Clock = field(default_factory=SystemClock)
-    sinks: Sequence[EventSink] | None = None
-    source: JobSource | None = None
-    rng: random.Random = field(default_factory=random.Random)
-    grace: float = 10.0
-    #: The aiobotocore session to build clients from (default: a new one, default chain).
-    session: AioSession | None = None
-    #: Where discovered accounts come from (default: AWS Organizations).
-    account_source: AccountSource | None = None
+    ``source`` (default: S3 Control through aiobotocore), ``sinks`` (default: the
+    JSON log), ``session``, ``account_source`` (default: AWS Organizations) and
+    ``shard`` (default: the one the config names) may be injected. Nothing is
+    opened before :meth:`start`; :func:`jobwatch.serve.serve` adds signals, the
+    collector tuning and the HTTP server for a daemon.
+    """
 
-    def __post_init__(self) -> None:
-        shard = self.config.shard
-        self.shard = resolve_shard(config_ordinal=shard.ordinal, config_total=shard.total)
+    def __init__(
+        self,
+        config: Config,
+        *,
+        clock: Clock | None = None,
+        sinks: Sequence[EventSink] | None = None,
+        source: JobSource | None = None,
+        rng: random.Random | None = None,
+        grace: float = 10.0,
+        session: AioSession | None = None,
+        account_source: AccountSource | None = None,
+        shard: Shard | None = None,
+    ) -> None:
+        self.config = config
+        self.clock: Clock = clock or SystemClock()
+        self.sinks = list(sinks) if sinks is not None else [LogSink()]
+        self.source = source
+        self.rng = rng or random.Random()
+        self.grace = grace
+        self.session = session
+        self.shard = shard or resolve_shard(
+            config_ordinal=config.shard.ordinal, config_total=config.shard.total
+        )
         self.discovery: Discovery | None = None
-        if self.config.discovery is not None:
-            source = self.account_source or OrganizationsSource(
-                self.config.discovery,
-                session=self.session,
-                timeout=self.config.timeout,
-                max_attempts=self.config.retry.max_attempts,
+        if config.discovery is not None:
+            self.discovery = Discovery(
+                config,
+                account_source
+                or OrganizationsSource(
+                    config.discovery,
+                    session=session,
+                    timeout=config.timeout,
+                    max_attempts=config.retry.max_attempts,
+                ),
+                self.clock,
+                cache_path_for(config.state_file) if config.state_file is not None else None,
             )
-            state_file = self.config.state_file
-            cache = cache_path_for(state_file) if state_file is not None else None
-            self.discovery = Discovery(self.config, source, self.clock, cache)
-            self.discovery.load_cache()
-        self.candidates = 0
-        self.targets = self._wanted_targets()
-        self.store = Store(self.targets)
-        self.collector = JobwatchCollector(self.store, self.config.label_names, __version__)
+        self.store = Store(())
+        self.collector = JobwatchCollector(self.store, config.label_names, __version__)
         self.registry: CollectorRegistry = make_registry(self.collector)
-        self.registry.register(ShardCollector(self.shard, lambda: self.candidates))
+        self._candidates = 0
+        self.registry.register(ShardCollector(self.shard, lambda: self._candidates))
+        #: The poll loops, one per target.
+        self.supervisor = Supervisor(self.store, self._make_poller, self._register)
         if self.discovery is not None:
-            self.registry.register(DiscoveryCollector(self.discovery))
+            self.registry.register(DiscoveryCollector(self.discovery, self.supervisor.changes))
         ProcessCollector(registry=self.registry)
         self.stop_event = asyncio.Event()
         self.http_port: int | None = None
-        self.pollers: dict[tuple[str, str], TargetPoller] = {}
         self.committer: Committer | None = None
         self.rate_limiter: AccountRateLimiter | None = None
-        self._stack = AsyncExitStack()
+        self._publish: Callable[[list[EventRecord]], None] = self._emit
         self._pool: ClientPool | None = None
-        self._make_poller: Callable[[Target], TargetPoller] | None = None
-        self._tasks: dict[tuple[str, str], tuple[asyncio.Task[None], asyncio.Event]] = {}
-        self._running = False
+        self._stack = AsyncExitStack()
+        self._policy = policy_from_config(config)
+        self._settings = settings_from_config(config)
 
-    def _wanted_targets(self) -> list[Target]:
-        """Static and discovered targets merged, then this shard's share of them."""
-        if self.discovery is not None:
-            candidates = self.discovery.targets()
-        else:
-            candidates = self.config.resolved_targets()
-        self.candidates = len(candidates)
-        return self.shard.select(candidates)
+    @property
+    def targets(self) -> list[Target]:
+        """The targets this process watches now."""
+        return self.supervisor.targets
+
+    @property
+    def pollers(self) -> Mapping[tuple[str, str], TargetPoller]:
+        return self.supervisor.pollers
+
+    def _wanted(self) -> list[Target]:
+        accounts = (self.discovery.accounts or []) if self.discovery is not None else []
+        resolved = resolve_targets(self.config, accounts, self.shard)
+        self._candidates = len(resolved.candidates)
+        return list(resolved.targets)
 
     async def start(self) -> None:
-        """Create clients and the HTTP server (not the poll loops): see :meth:`run`."""
-        if self.sinks is None:
-            self.sinks = [LogSink()]
-        sinks = list(self.sinks)
+        """Open clients and load state (not the poll loops: see :meth:`run_pollers`).
+
+        If anything fails, what was opened is closed again before the error propagates.
+        """
+        try:
+            await self._start()
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _start(self) -> None:
+        if self.source is None:
+            self.source = await self._open_s3control()
         if self.discovery is not None:
+            self.discovery.load_cache()
             # Before the state file is read, so discovered targets get their snapshots.
             timeout = min(self.discovery.timeout, STARTUP_DISCOVERY_TIMEOUT)
-            if await self.discovery.refresh(timeout):
-                await self.update_targets()
-        publish: Callable[[list[EventRecord]], None]
+            await self.discovery.refresh(timeout)
+        await self.supervisor.reconcile(self._wanted(), count=False)
         if self.config.state_file is not None:
-            committer = Committer(self.store, self.config.state_file, sinks, self.clock.time)
+            committer = Committer(self.store, self.config.state_file, self.sinks, self.clock.time)
             self._stack.callback(committer.close)
             committer.recover()
             self.store.on_change = committer.mark_dirty
             self.committer = committer
-            publish = committer.publish
-        else:
+            self._publish = committer.publish
 
-            def publish(events: list[EventRecord]) -> None:
-                for event in events:
-                    emit_all(sinks, event)
+    async def _open_s3control(self) -> JobSource:
+        rate = AccountRateLimiter() if self.config.retry.mode == "adaptive" else None
+        self.rate_limiter = rate
 
-        source = self.source
-        if source is None:
-            rate = AccountRateLimiter() if self.config.retry.mode == "adaptive" else None
-            self.rate_limiter = rate
+        def on_attempt(account: str, region: str, operation: str, outcome: str) -> None:
+            self.store.record_api_request((account, region), operation, outcome)
+            if rate is not None:
+                rate.record(account, throttled=outcome == "throttled")
 
-            def on_attempt(account: str, region: str, operation: str, outcome: str) -> None:
-                self.store.record_api_request((account, region), operation, outcome)
-                if rate is not None:
-                    rate.record(account, throttled=outcome == "throttled")
+        pool = ClientPool(
+            endpoint_url=self.config.endpoint_url,
+            # "adaptive" is per account in jobwatch (ratelimit.py): botocore's own
+            # adaptive mode would slow every account sharing the region's client.
+            retry_mode="standard",
+            max_attempts=self.config.retry.max_attempts,
+            timeout=self.config.timeout,
+            max_pool_connections=self.config.concurrency,
+            on_attempt=on_attempt,
+            session=self.session,
+        )
+        await self._stack.enter_async_context(pool)
+        self._pool = pool
+        # A scrape's rendering goes before the polls' page parsing.
+        share_cpu_turns(self.registry, pool.turns)
+        return S3ControlJobSource(pool, asyncio.Semaphore(self.config.concurrency), rate)
 
-            pool = ClientPool(
-                endpoint_url=self.config.endpoint_url,
-                # "adaptive" is per account in jobwatch (ratelimit.py): botocore's own
-                # adaptive mode would slow every account sharing the region's client.
-                retry_mode="standard",
-                max_attempts=self.config.retry.max_attempts,
-                timeout=self.config.timeout,
-                max_pool_connections=self.config.concurrency,
-                on_attempt=on_attempt,
-                session=self.session,
-            )
-            await self._stack.enter_async_context(pool)
-            for target in self.targets:
-                pool.register(target)
-            self._pool = pool
-            # A scrape's rendering goes before the polls' page parsing.
-            share_cpu_turns(self.registry, pool.turns)
-            source = S3ControlJobSource(pool, asyncio.Semaphore(self.config.concurrency), rate)
-            self.source = source
-        policy = policy_from_config(self.config)
-        settings = settings_from_config(self.config)
-        job_source = source
+    def _register(self, target: Target) -> None:
+        if self._pool is not None:
+            self._pool.register(target)
 
-        def make_poller(t: Target) -> TargetPoller:
-            return TargetPoller(
-                t, job_source, self.store, publish, self.clock, policy, settings, self.rng
-            )
+    def _make_poller(self, target: Target) -> TargetPoller:
+        assert self.source is not None, "App.start() builds the source first"
+        return TargetPoller(
+            target,
+            self.source,
+            self.store,
+            lambda events: self._publish(events),
+            self.clock,
+            self._policy,
+            self._settings,
+            self.rng,
+        )
 
-        self._make_poller = make_poller
-        self.pollers = {t.key: make_poller(t) for t in self.targets}
+    def _emit(self, events: list[EventRecord]) -> None:
+        for event in events:
+            emit_all(self.sinks, event)
 
     async def serve_http(self, listen: str | None = None) -> int:
-        """Start the HTTP server; returns the bound port (``listen`` may use port 0)."""
+        """Start the HTTP server; returns the bound port (``listen`` may use port 0).
+
+        The server closes with the app.
+        """
         host, _, port = (listen or self.config.listen).rpartition(":")
         web_config = self.config.web
         runner = web.AppRunner(
@@ -224,16 +262,13 @@ class App:
             runner, host.strip("[]"), int(port), ssl_context=tls_context(web_config.tls)
         )
         await site.start()
-        server = site._server  # aiohttp exposes the bound port only here
-        sockets = getattr(server, "sockets", None) or []
-        self.http_port = int(sockets[0].getsockname()[1]) if sockets else int(port)
+        addresses = runner.addresses
+        self.http_port = int(addresses[0][1]) if addresses else int(port)
         return self.http_port
 
     async def poll_all_once(self) -> None:
-        """Poll every target once, concurrently (``jobwatch once`` and tests)."""
-        async with asyncio.TaskGroup() as tg:
-            for p in list(self.pollers.values()):
-                tg.create_task(p.poll_once())
+        """Poll every target once, concurrently, and save the state (``jobwatch once``, tests)."""
+        await self.supervisor.poll_once()
         if self.committer is not None:
             await self.committer.commit()
 
@@ -243,113 +278,35 @@ class App:
         With discovery, the account list is refreshed every ``discovery.interval``
         and loops start and stop as targets join and leave.
         """
-        self._running = True
-        for p in self.pollers.values():
-            self._spawn(p)
+        self.supervisor.start()
         discover = None
         if self.discovery is not None:
-            discover = asyncio.create_task(self._discover(), name="discovery")
+            discover = asyncio.create_task(self._discover(self.discovery), name="discovery")
         saver_stop = asyncio.Event()
         saver = None
         if self.committer is not None:
             saver = asyncio.create_task(self.committer.run(saver_stop), name="state committer")
-        _log.info("started", targets=len(self.pollers), shard=str(self.shard), version=__version__)
-        # Everything allocated so far lives for the whole run: keep the
-        # collector from walking it on every full collection.
-        gc.freeze()
-        # A big account's listing keeps thousands of jobs alive while it runs;
-        # with the default thresholds that sets off a full collection every
-        # second or so under load, each holding the loop 30-70 ms. Rarer full
-        # collections; young ones as before (docs/performance.md).
-        thresholds = gc.get_threshold()
-        gc.set_threshold(thresholds[0], thresholds[1], max(thresholds[2], 100))
+        _log.info("started", targets=len(self.targets), shard=str(self.shard), version=__version__)
         try:
             await self.stop_event.wait()
         finally:
-            gc.set_threshold(*thresholds)
-            self._running = False
             if discover is not None:
                 discover.cancel()
                 await asyncio.wait([discover])
                 if not discover.cancelled() and discover.exception() is not None:
                     _log.error("discovery_loop_died", error=repr(discover.exception()))
-            running, self._tasks = self._tasks, {}
-            for _, stop in running.values():
-                stop.set()
-            tasks = [task for task, _ in running.values()]
-            done: set[asyncio.Task[None]] = set()
-            pending: set[asyncio.Task[None]] = set()
-            if tasks:
-                done, pending = await asyncio.wait(tasks, timeout=self.grace)
-            for t in pending:
-                t.cancel()
-            if pending:
-                await asyncio.wait(pending)
-                _log.warning("shutdown_cancelled_polls", count=len(pending))
-            for t in done:
-                if not t.cancelled() and t.exception() is not None:
-                    _log.error("poll_loop_died", error=repr(t.exception()))
+            await self.supervisor.stop(self.grace)
             if saver is not None:
                 # After the polls drained, so the last save has their results.
                 saver_stop.set()
                 await saver
 
-    def _spawn(self, poller: TargetPoller) -> None:
-        stop = asyncio.Event()
-        task = asyncio.create_task(poller.run(stop), name=f"poll {poller.target}")
-        self._tasks[poller.target.key] = (task, stop)
-
-    async def _stop_poller(self, key: tuple[str, str]) -> None:
-        """End a target's loop now: a poll in progress is cancelled, its result unwanted."""
-        self.pollers.pop(key, None)
-        entry = self._tasks.pop(key, None)
-        if entry is None:
-            return
-        task, stop = entry
-        stop.set()
-        task.cancel()
-        await asyncio.wait([task])
-        if not task.cancelled() and task.exception() is not None:
-            _log.error("poll_loop_died", error=repr(task.exception()))
-
     async def update_targets(self) -> None:
-        """Make targets, store and poll loops match what is wanted now.
+        """Make the poll loops match the targets wanted now (after a discovery refresh)."""
+        await self.supervisor.reconcile(self._wanted())
 
-        A target that left loses its loop, its series and its part of the state
-        file; one that joined gets a loop (and a snapshot from the state file if
-        it had one); one whose settings changed (role, labels) gets a new loop
-        and keeps its snapshot.
-        """
-        wanted = {t.key: t for t in self._wanted_targets()}
-        current = {key: ts.target for key, ts in self.store.targets.items()}
-        removed = [key for key in current if key not in wanted]
-        changed = [t for key, t in wanted.items() if key in current and current[key] != t]
-        added = [t for key, t in wanted.items() if key not in current]
-        for key in [*removed, *(t.key for t in changed)]:
-            await self._stop_poller(key)
-        for key in removed:
-            self.store.remove(key)
-            _log.info("target_removed", aws_account_id=key[0], aws_region=key[1])
-        for kind, targets in (("target_updated", changed), ("target_added", added)):
-            for t in targets:
-                self.store.add(t)
-                if self._pool is not None:
-                    self._pool.register(t)
-                if self._make_poller is not None:
-                    poller = self._make_poller(t)
-                    self.pollers[t.key] = poller
-                    if self._running:
-                        self._spawn(poller)
-                _log.info(kind, aws_account_id=t.account_id, aws_region=t.region)
-        self.targets = list(wanted.values())
-        if self.discovery is not None and self._make_poller is not None:
-            changes = self.discovery.target_changes
-            changes.update(added=len(added), removed=len(removed), updated=len(changed))
-
-    async def _discover(self) -> None:
+    async def _discover(self, discovery: Discovery) -> None:
         """Refresh the discovered accounts on their interval, until cancelled."""
-        discovery = self.discovery
-        assert discovery is not None
         while True:
             delay = discovery.interval
             if not discovery.up:

@@ -11,112 +11,68 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, TextIO
 
 from jobwatch import __version__
 from jobwatch.app import App
-from jobwatch.config import Config, ShardConfig, load_config, parse_duration
+from jobwatch.config import Config, load_config, parse_duration
 from jobwatch.errors import ConfigError
-from jobwatch.log import configure_logging, get_logger
+from jobwatch.log import configure_logging
 from jobwatch.model import KNOWN_STATUSES
+from jobwatch.serve import serve
 from jobwatch.shard import Shard, resolve_shard
+from jobwatch.targets import resolve_targets
 
-__all__ = ["Lifecycle", "main"]
+__all__ = ["main"]
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
 
 
-class Lifecycle:
-    """Signal handling in the manner of uvicorn.
-
-    The first SIGINT/SIGTERM only asks the app to stop (in-flight polls drain);
-    a second one exits at once through ``force_exit``.
-    """
-
-    def __init__(self, request_stop: Callable[[], None], force_exit: Callable[[int], Any]) -> None:
-        self._request_stop = request_stop
-        self._force_exit = force_exit
-        self.signals = 0
-
-    def handle_exit(self, sig: int) -> None:
-        self.signals += 1
-        log = get_logger("jobwatch")
-        if self.signals == 1:
-            log.info("stopping", signal=signal.Signals(sig).name)
-            self._request_stop()
-        else:
-            log.warning("forced_exit", signal=signal.Signals(sig).name)
-            self._force_exit(128 + sig)
-
-    def install(self, loop: asyncio.AbstractEventLoop) -> None:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, self.handle_exit, sig)
-
-
-async def _serve(
-    app: App, listen: str | None = None, ready: Callable[[int], None] | None = None
-) -> None:
-    lifecycle = Lifecycle(app.request_stop, os._exit)
-    lifecycle.install(asyncio.get_running_loop())
-    async with app:
-        port = await app.serve_http(listen)
-        if ready is not None:
-            ready(port)
-        await app.run_pollers()
-    get_logger("jobwatch").info("stopped")
-
-
-def _load(args: argparse.Namespace, *, need_ordinal: bool = True) -> Config:
-    """The config file with this process's shard decided (flags, then keys, then pod name).
-
-    Without ``need_ordinal`` (check-config), a sharded file with no ordinal in sight
-    is still checked; the ordinal is only required to run.
-    """
+def _load(args: argparse.Namespace) -> tuple[Config, Shard]:
+    """The config file and this process's shard (flags, then keys, then the pod name)."""
     config = load_config(args.config)
-    pod = args.pod or os.environ.get("POD_NAME")
-    total = args.total_shards if args.total_shards is not None else config.shard.total
-    if not need_ordinal and args.shard is None and config.shard.ordinal is None and not pod:
-        try:
-            Shard(0, total)
-        except ValueError as e:
-            raise ConfigError([f"shard: {e}"]) from None
-        return config.model_copy(update={"shard": ShardConfig(total=total)})
     shard = resolve_shard(
         ordinal=args.shard,
         total=args.total_shards,
-        pod=pod,
+        pod=args.pod or os.environ.get("POD_NAME"),
         config_ordinal=config.shard.ordinal,
         config_total=config.shard.total,
     )
-    return config.model_copy(
-        update={"shard": ShardConfig(ordinal=shard.ordinal, total=shard.total)}
-    )
+    return config, shard
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    config = _load(args)
+    config, shard = _load(args)
     configure_logging(config.log.level, config.log.format)
-    asyncio.run(_serve(App(config), args.listen))
+    asyncio.run(serve(App(config, shard=shard), args.listen))
     return EXIT_OK
 
 
 def _cmd_check_config(args: argparse.Namespace, out: TextIO) -> int:
-    config = _load(args, need_ordinal=False)
-    targets = config.resolved_targets()
+    config = load_config(args.config)
+    total = args.total_shards if args.total_shards is not None else config.shard.total
+    shard: Shard | None = None
+    pod = args.pod or os.environ.get("POD_NAME")
+    if args.shard is not None or config.shard.ordinal is not None or pod or total == 1:
+        # An ordinal in sight (or nothing to shard): check it as ``run`` would.
+        shard = _load(args)[1]
+    else:
+        # Sharded, ordinal decided per process at run time: check the total alone.
+        try:
+            Shard(0, total)
+        except ValueError as e:
+            raise ConfigError([f"shard: {e}"]) from None
+    targets = list(resolve_targets(config).candidates)
     out.write(f"{args.config}: OK, {len(targets)} target(s)\n")
-    total, ordinal = config.shard.total, config.shard.ordinal
-    shard = (
-        resolve_shard(config_ordinal=ordinal, config_total=total) if ordinal is not None else None
-    )
+    sharded = shard is not None and shard.total > 1
     for t in targets:
         role = t.role_arn or "(default credentials)"
         labels = ",".join(f"{k}={v}" for k, v in t.labels)
-        mine = "  (this shard)" if shard is not None and total > 1 and shard.owns(t) else ""
+        mine = "  (this shard)" if shard is not None and sharded and shard.owns(t) else ""
         out.write(f"  {t.account_id}  {t.region:<16} {role}  {labels}{mine}\n".rstrip() + "\n")
-    if shard is not None and total > 1:
+    if shard is not None and sharded:
         own = len(shard.select(targets))
         out.write(f"shard {shard}: {own} of the {len(targets)} static target(s)\n")
     elif total > 1:
@@ -132,18 +88,18 @@ def _cmd_check_config(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
-async def _once(config: Config) -> App:
+async def _once(config: Config, shard: Shard) -> App:
     # A look, not a run: never touch the daemon's state file.
-    app = App(config.model_copy(update={"state_file": None}))
+    app = App(config.model_copy(update={"state_file": None}), shard=shard)
     async with app:
         await app.poll_all_once()
     return app
 
 
 def _cmd_once(args: argparse.Namespace, out: TextIO) -> int:
-    config = _load(args)
+    config, shard = _load(args)
     configure_logging(config.log.level, config.log.format, stream=sys.stderr)
-    app = asyncio.run(_once(config))
+    app = asyncio.run(_once(config, shard))
     rows: list[dict[str, Any]] = []
     for ts in app.store.targets.values():
         counts: dict[str, int] = {}

@@ -24,7 +24,7 @@ from pydantic import (
 )
 
 from jobwatch.errors import ConfigError
-from jobwatch.model import KNOWN_STATUSES, TERMINAL_STATUSES, Target
+from jobwatch.model import KNOWN_STATUSES, TERMINAL_STATUSES
 
 __all__ = [
     "AccountConfig",
@@ -449,29 +449,6 @@ class Config(_Model):
                 f"({self.interval:g}s)"
             )
         return self
-
-    def resolved_targets(self) -> list[Target]:
-        """Every ``(account, region)`` target with defaults applied, in config order."""
-        out: list[Target] = []
-        d = self.defaults
-        for acct in self.targets:
-            role = acct.role_arn if acct.role_arn is not None else d.role_arn
-            if role is not None:
-                role = role.replace("{account_id}", acct.account_id)
-            labels = {**d.labels, **acct.labels}
-            for region in acct.regions or d.regions:
-                out.append(
-                    Target(
-                        account_id=acct.account_id,
-                        region=region,
-                        role_arn=role or None,
-                        external_id=acct.external_id or d.external_id,
-                        session_name=acct.session_name or d.session_name,
-                        duration_seconds=int(acct.duration or d.duration),
-                        labels=tuple(sorted(labels.items())),
-                    )
-                )
-        return out
 
     @property
     def label_names(self) -> tuple[str, ...]:

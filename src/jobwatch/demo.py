@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import sys
 
 from aiobotocore.session import AioSession
@@ -12,6 +10,7 @@ from jobwatch.app import App
 from jobwatch.clock import SystemClock
 from jobwatch.config import Config
 from jobwatch.log import get_logger
+from jobwatch.serve import serve
 from jobwatch.simulator import (
     Scenario,
     Simulator,
@@ -66,13 +65,9 @@ async def run_demo(
         # The simulator accepts any key; never send a real one to it.
         session.set_credentials("demo-access-key", "demo-secret-key")
         app = App(config, session=session)
-        loop = asyncio.get_running_loop()
-        from jobwatch.cli import Lifecycle
+        host = listen.rpartition(":")[0]
 
-        Lifecycle(app.request_stop, lambda code: sys.exit(code)).install(loop)
-        async with app:
-            port = await app.serve_http()
-            host = listen.rpartition(":")[0]
+        def ready(port: int) -> None:
             sys.stdout.write(
                 f"jobwatch demo: open http://{host}:{port}/metrics "
                 f"(simulator at {server.url}, {len(app.targets)} targets); "
@@ -80,14 +75,5 @@ async def run_demo(
             )
             sys.stdout.flush()
             get_logger("jobwatch").info("demo_started", simulator=server.url, metrics_port=port)
-            stopper = None
-            if duration is not None:
-                stopper = loop.call_later(duration, app.request_stop)
-            try:
-                await app.run_pollers()
-            finally:
-                if stopper is not None:
-                    stopper.cancel()
-                with contextlib.suppress(Exception):
-                    loop.remove_signal_handler(2)
-                    loop.remove_signal_handler(15)
+
+        await serve(app, ready=ready, stop_after=duration)

@@ -8,7 +8,7 @@ list is also kept next to it, so a restart while Organizations is unreachable
 still watches every account it watched before.
 
 Only :class:`OrganizationsSource` talks to AWS (aiobotocore, like ``aws.py``);
-the filters and :func:`build_targets` are pure functions of plain types.
+the filters are pure functions of plain types; targets.py turns accounts into targets.
 """
 
 from __future__ import annotations
@@ -19,9 +19,8 @@ import hashlib
 import json
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -35,7 +34,7 @@ from jobwatch.clock import Clock
 from jobwatch.config import Config, DiscoveryConfig
 from jobwatch.errors import JobwatchError
 from jobwatch.log import get_logger
-from jobwatch.model import Target
+from jobwatch.model import Account
 from jobwatch.persist import write_atomic
 
 __all__ = [
@@ -45,7 +44,6 @@ __all__ = [
     "DiscoveryCollector",
     "DiscoveryError",
     "OrganizationsSource",
-    "build_targets",
     "cache_path_for",
     "passes_filters",
     "tags_match",
@@ -55,19 +53,6 @@ _log = get_logger("jobwatch.discovery")
 _CACHE_VERSION = 1
 #: ListTagsForResource calls in flight at once (Organizations allows a few per second).
 _TAG_CONCURRENCY = 4
-
-
-@dataclass(frozen=True, slots=True)
-class Account:
-    """One member account as Organizations listed it."""
-
-    account_id: str
-    name: str = ""
-    #: ``State`` (ACTIVE, SUSPENDED, PENDING_CLOSURE, CLOSED, PENDING_ACTIVATION),
-    #: or the older ``Status`` where ``State`` is missing.
-    state: str = "ACTIVE"
-    #: Sorted ``(key, value)`` pairs; empty unless tags were asked for.
-    tags: tuple[tuple[str, str], ...] = ()
 
 
 class DiscoveryError(JobwatchError):
@@ -114,40 +99,6 @@ def tags_match(account: Account, config: DiscoveryConfig) -> bool:
 
 def _needs_tags(config: DiscoveryConfig) -> bool:
     return bool(config.tags or config.tag_labels)
-
-
-def build_targets(config: Config, discovered: Iterable[Account]) -> list[Target]:
-    """Static targets (in config order), then discovered accounts' targets (by id).
-
-    An account listed under ``targets`` is taken from there only: static wins.
-    """
-    out = config.resolved_targets()
-    d = config.discovery
-    if d is None:
-        return out
-    static = {a.account_id for a in config.targets}
-    defaults = config.defaults
-    seen: set[str] = set()
-    for acct in sorted(discovered, key=lambda a: a.account_id):
-        if acct.account_id in static or acct.account_id in seen:
-            continue
-        seen.add(acct.account_id)
-        tags = dict(acct.tags)
-        labels = {**defaults.labels, **d.labels}
-        labels.update({label: tags[tag] for tag, label in d.tag_labels.items() if tag in tags})
-        for region in d.regions or defaults.regions:
-            out.append(
-                Target(
-                    account_id=acct.account_id,
-                    region=region,
-                    role_arn=d.role_arn.replace("{account_id}", acct.account_id),
-                    external_id=d.external_id or defaults.external_id,
-                    session_name=d.session_name or defaults.session_name,
-                    duration_seconds=int(d.duration or defaults.duration),
-                    labels=tuple(sorted(labels.items())),
-                )
-            )
-    return out
 
 
 # --------------------------------------------------------------------------- Organizations
@@ -326,8 +277,6 @@ class Discovery:
         self.last_duration: float | None = None
         self.last_error: str | None = None
         self.refreshes: Counter[str] = Counter({"success": 0, "failure": 0})
-        #: Targets added, removed or changed at run time (the app counts them here).
-        self.target_changes: Counter[str] = Counter({"added": 0, "removed": 0, "updated": 0})
 
     @property
     def interval(self) -> float:
@@ -336,10 +285,6 @@ class Discovery:
     @property
     def timeout(self) -> float:
         return self._discovery.timeout
-
-    def targets(self) -> list[Target]:
-        """Static and discovered targets merged (static wins), before sharding."""
-        return build_targets(self._config, self.accounts or [])
 
     def load_cache(self) -> bool:
         """Take the list a previous run saved, if it is there and for this config."""
@@ -442,10 +387,15 @@ class Discovery:
 
 
 class DiscoveryCollector(Collector):
-    """Discovery's health, rendered at scrape time from :class:`Discovery`."""
+    """Discovery's health, rendered at scrape time from :class:`Discovery`.
 
-    def __init__(self, discovery: Discovery) -> None:
+    ``changes`` counts targets added, removed and updated at run time (the poller
+    supervisor keeps it).
+    """
+
+    def __init__(self, discovery: Discovery, changes: Mapping[str, int]) -> None:
         self._d = discovery
+        self._changes = changes
 
     def collect(self) -> Iterator[Metric]:
         d = self._d
@@ -485,5 +435,5 @@ class DiscoveryCollector(Collector):
             labels=["change"],
         )
         for change in ("added", "removed", "updated"):
-            changes.add_metric([change], float(d.target_changes[change]))
+            changes.add_metric([change], float(self._changes.get(change, 0)))
         yield changes

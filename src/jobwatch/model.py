@@ -11,6 +11,7 @@ __all__ = [
     "KNOWN_STATUSES",
     "NON_TERMINAL_STATUSES",
     "TERMINAL_STATUSES",
+    "Account",
     "FailureReason",
     "Job",
     "JobDetail",
@@ -83,6 +84,19 @@ class Target:
 
     def __str__(self) -> str:
         return f"{self.account_id}/{self.region}"
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """One member account as Organizations listed it."""
+
+    account_id: str
+    name: str = ""
+    #: ``State`` (ACTIVE, SUSPENDED, PENDING_CLOSURE, CLOSED, PENDING_ACTIVATION),
+    #: or the older ``Status`` where ``State`` is missing.
+    state: str = "ACTIVE"
+    #: Sorted ``(key, value)`` pairs; empty unless tags were asked for.
+    tags: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
