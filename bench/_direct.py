@@ -1,10 +1,11 @@
 """The S5 reference: jobwatch's exposition written directly from state, plainly.
 
-This is what REFERENCE.md calls "writing the text directly from state": no
-metric objects, one pass over the store per family, ``floatToGoString`` for
-every value. It is deliberately independent of jobwatch's own writer
-(``jobwatch.metrics``) and is checked byte-for-byte against prometheus_client's
-rendering of the reference collector in every benchmark run. Family names, help
+This is "writing the text directly from state" as measured in
+docs/aws-notes.md#writing-metrics: no metric objects, one pass over the store
+per family, ``floatToGoString`` for every value. It is deliberately independent
+of jobwatch's own writer (``jobwatch.metrics``) and is checked byte-for-byte
+against prometheus_client's rendering of the reference collector in every
+benchmark run. Family names, help
 texts and types are read from the reference collector over an empty store, so a
 renamed family cannot silently make the comparison unfair.
 """

@@ -122,16 +122,14 @@ def floor(spec: Mapping[str, Any]) -> dict[str, Any]:
     }
     # botocore's parsers are slow and only shown for the record: one run each.
     out["cpu"]["botocore_default_parse"] = _time_parse(botocore_parse(RestXMLParser()), bodies, 1)
-    from jobwatch import aws
+    from jobwatch.listjobs import fast_timestamp, parse_list_jobs
 
     out["cpu"]["botocore_fast_timestamps_parse"] = _time_parse(
-        botocore_parse(RestXMLParser(timestamp_parser=aws.fast_timestamp)), bodies, 1
+        botocore_parse(RestXMLParser(timestamp_parser=fast_timestamp)), bodies, 1
     )
-    fast = getattr(aws, "parse_list_jobs", None)
-    if fast is not None:
-        out["cpu"]["jobwatch_parse"] = _time_parse(
-            lambda b: fast(b, aws.fast_timestamp), bodies, repeats
-        )
+    out["cpu"]["jobwatch_parse"] = _time_parse(
+        lambda b: parse_list_jobs(b, fast_timestamp), bodies, repeats
+    )
     return out
 
 

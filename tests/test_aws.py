@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from moto.server import ThreadedMotoServer
 
-from jobwatch.aws import fast_timestamp, is_throttle, strip_account_host_prefix
+from jobwatch.aws import is_throttle, strip_account_host_prefix
 from jobwatch.simulator import FaultSpec
 from tests.helpers import World, running
 
@@ -140,13 +140,3 @@ def test_host_prefix_is_stripped_only_for_the_calling_account() -> None:
 )
 def test_throttle_classification(status: int, code: str | None, throttled: bool) -> None:
     assert is_throttle(status, code) is throttled
-
-
-def test_fast_timestamp_parser_returns_utc() -> None:
-    assert fast_timestamp("2026-01-02T03:04:05Z").isoformat() == "2026-01-02T03:04:05+00:00"
-    assert (
-        fast_timestamp("2026-01-02T03:04:05.5+01:00").isoformat()
-        == "2026-01-02T02:04:05.500000+00:00"
-    )
-    assert fast_timestamp("2026-01-02T03:04:05").tzinfo is not None  # naive read as UTC
-    assert fast_timestamp("Fri, 02 Jan 2026 03:04:05 GMT").year == 2026  # botocore's fallback

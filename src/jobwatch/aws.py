@@ -1,17 +1,17 @@
-"""The AWS edge: sessions, clients, credentials, retries.
+"""The AWS edge: sessions, client settings, credentials, the s3control client pool.
 
-The AWS SDK is imported here and in :mod:`jobwatch.source` only.
+Every aiobotocore session, client configuration and assumed-role credential
+jobwatch uses is made here: :class:`ClientPool` for s3control, and
+:func:`service_client` for the Organizations client of :mod:`jobwatch.discovery`.
+How ListJobs pages are parsed is :mod:`jobwatch.listjobs`; the CPU turns the
+parsing takes are :mod:`jobwatch.turns`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import re
-from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -22,18 +22,20 @@ from aiobotocore.credentials import (
 )
 from aiobotocore.session import AioSession
 from botocore.exceptions import NoCredentialsError
-from botocore.utils import parse_timestamp as default_timestamp_parser
 
+from jobwatch.listjobs import fast_timestamp, list_jobs_hook
 from jobwatch.model import Target
+from jobwatch.turns import CpuTurns
 
 __all__ = [
     "AttemptCallback",
     "ClientPool",
-    "CpuTurns",
-    "fast_list_jobs_parser",
-    "fast_timestamp",
+    "assume_role_credentials",
+    "client_config",
     "is_throttle",
-    "parse_list_jobs",
+    "prepare_session",
+    "service_client",
+    "sign_with",
     "strip_account_host_prefix",
     "use_custom_endpoint",
 ]
@@ -44,11 +46,12 @@ def strip_account_host_prefix(request: Any, **_: Any) -> None:
 
     The s3control endpoint ruleset puts ``{AccountId}.`` in front of the host of
     *any* endpoint, custom ones included, and ``inject_host_prefix=False`` does
-    not stop it (REFERENCE.md). Against a custom ``endpoint_url`` (the simulator,
-    a proxy) that host does not exist, so this handler removes the prefix before
-    the request is signed: the signature then covers the host actually contacted.
-    This is the one place jobwatch corrects it; every client built with
-    ``endpoint_url`` goes through :func:`use_custom_endpoint`.
+    not stop it (docs/aws-notes.md#the-accountid-host-prefix). Against a custom
+    ``endpoint_url`` (the simulator, a proxy) that host does not exist, so this
+    handler removes the prefix before the request is signed: the signature then
+    covers the host actually contacted. This is the one place jobwatch corrects
+    it; every client built with ``endpoint_url`` goes through
+    :func:`use_custom_endpoint`.
     """
     account = request.headers.get("x-amz-account-id")
     if not account:
@@ -65,8 +68,6 @@ def use_custom_endpoint(client: Any) -> None:
     """Make an s3control client built with ``endpoint_url`` talk to that exact host."""
     client.meta.events.register_first("before-sign.s3-control", strip_account_host_prefix)
 
-
-# --------------------------------------------------------------------------- clients
 
 _THROTTLE_CODES = frozenset(
     {
@@ -86,387 +87,126 @@ def is_throttle(status: int | None, code: str | None) -> bool:
     return status == 429 or (code is not None and code in _THROTTLE_CODES)
 
 
-def fast_timestamp(value: str) -> datetime:
-    """botocore timestamp parser: ``fromisoformat`` first, botocore's own as fallback.
+# --------------------------------------------------------------------------- sessions, credentials
 
-    botocore's default spends most of a ListJobs parse in ``dateutil``
-    (REFERENCE.md); AWS sends ISO-8601, which ``fromisoformat`` reads ~10x faster.
-    Always returns an aware UTC datetime.
+
+def prepare_session(session: AioSession | None = None) -> AioSession:
+    """``session`` (or a new one on the default credential chain), parsing times fast.
+
+    Sets :func:`jobwatch.listjobs.fast_timestamp` as the timestamp parser of
+    every response parsed through the session (docs/aws-notes.md#parsing-cost).
     """
-    try:
-        parsed = datetime.fromisoformat(value)
-    except (TypeError, ValueError):
-        parsed = default_timestamp_parser(value)
-    if parsed.tzinfo is UTC:  # "Z" and "+00:00": the usual case, nothing to convert
-        return parsed
-    if parsed.tzinfo is None:
-        return parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
-
-
-# --------------------------------------------------------------------------- ListJobs
-
-# botocore parses a 1,000-job ListJobs page through a generic, shape-driven
-# ElementTree walk: ~35 ms of CPU with the fast timestamp parser, on the event
-# loop. The pattern below reads the same page ~10x faster, but only when the
-# body is in the one plain form AWS (and the simulator) send: no comments,
-# CDATA, processing instructions, self-closing members, attributes other than
-# the root's xmlns, repeated or unknown elements, carriage returns or
-# characters XML forbids. Anything else returns None and botocore parses the
-# body as always, so every odd body (and every error botocore raises on one)
-# behaves exactly as without this parser. tests/test_perf_parser.py checks the
-# two parsers against each other on the same bodies.
-
-_WS = "[ \t\n]*"
-# Text: anything but markup, the characters XML 1.0 forbids, and CR (which XML
-# rewrites as LF). "]]>", also forbidden in text, is checked on the whole body.
-_TEXT = "[^<\x00-\x08\x0b\x0c\x0e-\x1f\r\ufffe\uffff]*"
-
-
-def _leaf(tag: str) -> str:
-    return f"(?:<{tag}>({_TEXT})</{tag}>{_WS})?"
-
-
-_LIST_JOBS_HEAD = re.compile(
-    r'(?:<\?xml version="1\.0"(?: encoding="[Uu][Tt][Ff]-8")?\?>)?'
-    + _WS
-    + '<ListJobsResult(?: xmlns="[^"<&\x00-\x1f\ufffe\uffff]*")?>'
-    + _WS
-)
-_LIST_JOBS_TOKEN = re.compile(f"(?:<NextToken>({_TEXT})</NextToken>|(<NextToken/>))" + _WS)
-_LIST_JOBS_OPEN = re.compile(r"(?:<Jobs>|(<Jobs/>))" + _WS)
-_LIST_JOBS_CLOSE = re.compile(r"</Jobs>" + _WS)
-_LIST_JOBS_END = re.compile(r"</ListJobsResult>" + _WS + r"\Z")
-#: A JobListDescriptor's leaves, in the order AWS (and the simulator) sends them.
-_MEMBER_FIELDS = (
-    "JobId",
-    "Description",
-    "Operation",
-    "Priority",
-    "Status",
-    "CreationTime",
-    "TerminationDate",
-)
-_PROGRESS_FIELDS = ("TotalNumberOfTasks", "NumberOfTasksSucceeded", "NumberOfTasksFailed")
-_LIST_JOBS_MEMBER = re.compile(
-    "<member>"
-    + _WS
-    + "".join(_leaf(t) for t in _MEMBER_FIELDS)
-    + "(?:(<ProgressSummary>)"
-    + _WS
-    + "".join(_leaf(t) for t in _PROGRESS_FIELDS)
-    + "(?:(<Timers>)"
-    + _WS
-    + _leaf("ElapsedTimeInActiveSeconds")
-    + "</Timers>"
-    + _WS
-    + ")?</ProgressSummary>"
-    + _WS
-    + ")?</member>"
-    + _WS
-)
-# The member as AWS sends it for a job that has run: every field but the
-# description and the termination date present. Most members take this path:
-# groups are never None but for those two, so the dict is built in one go.
-_LIST_JOBS_FULL_MEMBER = re.compile(
-    "<member>"
-    + _WS
-    + "".join(
-        f"<{t}>({_TEXT})</{t}>{_WS}" if t not in ("Description", "TerminationDate") else _leaf(t)
-        for t in _MEMBER_FIELDS
+    session = session or AioSession()
+    session.get_component("response_parser_factory").set_parser_defaults(
+        timestamp_parser=fast_timestamp
     )
-    + "<ProgressSummary>"
-    + _WS
-    + "".join(f"<{t}>({_TEXT})</{t}>{_WS}" for t in _PROGRESS_FIELDS)
-    + "<Timers>"
-    + _WS
-    + f"<ElapsedTimeInActiveSeconds>({_TEXT})</ElapsedTimeInActiveSeconds>"
-    + _WS
-    + "</Timers>"
-    + _WS
-    + "</ProgressSummary>"
-    + _WS
-    + "</member>"
-    + _WS
-)
-_ENTITY = re.compile(r"&(?:(amp|lt|gt|quot|apos)|#([0-9]+)|#x([0-9a-fA-F]+));")
-_NAMED = {"amp": "&", "lt": "<", "gt": ">", "quot": '"', "apos": "'"}
+    return session
 
 
-class _NotPlain(Exception):  # control flow: leave the body to botocore
-    pass
+def client_config(
+    *,
+    max_attempts: int,
+    timeout: float,
+    retry_mode: str = "standard",
+    max_pool_connections: int | None = None,
+) -> AioConfig:
+    """The settings of a jobwatch client (``max_pool_connections``: botocore's default if None).
 
-
-def _xml_char(code: int) -> str:
-    if (
-        code in (0x9, 0xA, 0xD)
-        or 0x20 <= code <= 0xD7FF
-        or 0xE000 <= code <= 0xFFFD
-        or 0x10000 <= code <= 0x10FFFF
-    ):
-        return chr(code)
-    raise _NotPlain
-
-
-def _entity(m: re.Match[str]) -> str:
-    named, dec, hexa = m.groups()
-    if named:
-        return _NAMED[named]
-    return _xml_char(int(dec) if dec else int(hexa, 16))
-
-
-def _text(raw: str) -> str:
-    if "&" not in raw:
-        return raw
-    if raw.count("&") != len(_ENTITY.findall(raw)):
-        raise _NotPlain  # an undefined entity or a bare "&": not well-formed
-    return _ENTITY.sub(_entity, raw)
-
-
-def parse_list_jobs(body: bytes, timestamp_parser: Callable[[str], Any]) -> dict[str, Any] | None:
-    """A ListJobs 200 body as botocore's parser would return it (without ResponseMetadata).
-
-    Returns ``{"NextToken": ..., "Jobs": [...]}`` (each key only when present),
-    equal, key order included, to what botocore's rest-xml parser gives with
-    the same ``timestamp_parser``; or ``None`` when the body is not in the plain
-    form this parser reads, in which case botocore must parse it. Raises what
-    ``int()`` or ``timestamp_parser`` raise on a bad value.
+    The retry mode is always explicit: aiobotocore's default, ``legacy``, does
+    not retry a throttle answered with 400 (docs/aws-notes.md#retries).
     """
-    if b"]]>" in body:
-        return None
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-    m = _LIST_JOBS_HEAD.match(text)
-    if m is None:
-        return None
-    pos = m.end()
-    out: dict[str, Any] = {}
-    token: str | None = None
-    jobs: list[dict[str, Any]] | None = None
-    try:
-        while _LIST_JOBS_END.match(text, pos) is None:
-            if (m := _LIST_JOBS_TOKEN.match(text, pos)) is not None:
-                if token is not None:
-                    return None  # botocore makes a list of a repeated element
-                token = "" if m.group(2) else _text(m.group(1))
-                pos = m.end()
-                continue
-            if jobs is not None or (m := _LIST_JOBS_OPEN.match(text, pos)) is None:
-                return None
-            pos = m.end()
-            jobs = []
-            if m.group(1):
-                continue
-            entities = "&" in text
-            full = None if entities else _LIST_JOBS_FULL_MEMBER.match
-            member = _LIST_JOBS_MEMBER.match
-            while True:
-                if full is not None and (m := full(text, pos)) is not None:
-                    jobs.append(_full_job_dict(m.groups(), timestamp_parser))
-                elif (m := member(text, pos)) is not None:
-                    groups = m.groups()
-                    if entities:
-                        groups = tuple(None if g is None else _text(g) for g in groups)
-                    jobs.append(_job_dict(groups, timestamp_parser))
-                else:
-                    break
-                pos = m.end()
-            if (m := _LIST_JOBS_CLOSE.match(text, pos)) is None:
-                return None
-            pos = m.end()
-    except _NotPlain:
-        return None
-    # botocore's order: the shape's members in model order.
-    if token is not None:
-        out["NextToken"] = token
-    if jobs is not None:
-        out["Jobs"] = jobs
-    return out
+    pool: dict[str, Any] = {}
+    if max_pool_connections is not None:
+        pool["max_pool_connections"] = max_pool_connections
+    return AioConfig(
+        retries={"mode": retry_mode, "total_max_attempts": max_attempts},
+        connect_timeout=timeout,
+        read_timeout=timeout,
+        user_agent_extra="jobwatch",
+        **pool,
+    )
 
 
-def _job_dict(g: tuple[str | None, ...], ts: Callable[[str], Any]) -> dict[str, Any]:
-    """One JobListDescriptor from the member pattern's groups (text already unescaped)."""
-    (job_id, desc, op, prio, status, created, ended, summary, total, ok, failed, timers, active) = g
-    d: dict[str, Any] = {}
-    if job_id is not None:
-        d["JobId"] = job_id
-    if desc is not None:
-        d["Description"] = desc
-    if op is not None:
-        d["Operation"] = op
-    if prio is not None:
-        d["Priority"] = int(prio)
-    if status is not None:
-        d["Status"] = status
-    if created is not None:
-        d["CreationTime"] = ts(created)
-    if ended is not None:
-        d["TerminationDate"] = ts(ended)
-    if summary is not None:
-        p: dict[str, Any] = {}
-        if total is not None:
-            p["TotalNumberOfTasks"] = int(total)
-        if ok is not None:
-            p["NumberOfTasksSucceeded"] = int(ok)
-        if failed is not None:
-            p["NumberOfTasksFailed"] = int(failed)
-        if timers is not None:
-            p["Timers"] = {} if active is None else {"ElapsedTimeInActiveSeconds": int(active)}
-        d["ProgressSummary"] = p
-    return d
+def assume_role_credentials(
+    session: AioSession,
+    *,
+    role_arn: str,
+    region: str,
+    session_name: str,
+    duration_seconds: int,
+    external_id: str | None = None,
+    sts_config: AioConfig | None = None,
+) -> Any:
+    """Credentials of ``role_arn``, assumed from ``session``'s own credentials.
 
+    Nothing is fetched until the first request is signed with them; they are
+    assumed again ahead of expiry (botocore refreshes within 15 minutes of it,
+    so ``duration_seconds`` below that means a new AssumeRole on every request:
+    docs/aws-notes.md#credentials). ``sts_config``: the STS client's settings
+    (default: standard retries, 3 attempts).
+    """
+    config = sts_config or AioConfig(retries={"mode": "standard", "total_max_attempts": 3})
 
-def _full_job_dict(g: tuple[Any, ...], ts: Callable[[str], Any]) -> dict[str, Any]:
-    """:func:`_job_dict` for a member the full pattern matched (same dict, key order too)."""
-    job_id, desc, op, prio, status, created, ended, total, ok, failed, active = g
-    progress = {
-        "TotalNumberOfTasks": int(total),
-        "NumberOfTasksSucceeded": int(ok),
-        "NumberOfTasksFailed": int(failed),
-        "Timers": {"ElapsedTimeInActiveSeconds": int(active)},
+    def sts_client(service: str, **kwargs: Any) -> Any:
+        create: Any = session.create_client  # the stubs' overloads want a literal name
+        return create(service, region_name=region, config=config, **kwargs)
+
+    extra: dict[str, Any] = {
+        "RoleSessionName": session_name,
+        "DurationSeconds": duration_seconds,
     }
-    if desc is None:
-        if ended is None:
-            return {
-                "JobId": job_id,
-                "Operation": op,
-                "Priority": int(prio),
-                "Status": status,
-                "CreationTime": ts(created),
-                "ProgressSummary": progress,
-            }
-        return {
-            "JobId": job_id,
-            "Operation": op,
-            "Priority": int(prio),
-            "Status": status,
-            "CreationTime": ts(created),
-            "TerminationDate": ts(ended),
-            "ProgressSummary": progress,
-        }
-    if ended is None:
-        return {
-            "JobId": job_id,
-            "Description": desc,
-            "Operation": op,
-            "Priority": int(prio),
-            "Status": status,
-            "CreationTime": ts(created),
-            "ProgressSummary": progress,
-        }
-    return {
-        "JobId": job_id,
-        "Description": desc,
-        "Operation": op,
-        "Priority": int(prio),
-        "Status": status,
-        "CreationTime": ts(created),
-        "TerminationDate": ts(ended),
-        "ProgressSummary": progress,
-    }
+    if external_id:
+        extra["ExternalId"] = external_id
+
+    async def refresh() -> dict[str, Any]:
+        source = await session.get_credentials()
+        if source is None:
+            raise NoCredentialsError()
+        fetcher = AioAssumeRoleCredentialFetcher(
+            client_creator=sts_client,
+            source_credentials=source,
+            role_arn=role_arn,
+            extra_args=extra,
+        )
+        result: dict[str, Any] = await fetcher.fetch_credentials()
+        return result
+
+    return AioDeferredRefreshableCredentials(refresh_using=refresh, method="assume-role")
 
 
-def fast_list_jobs_parser(
-    timestamp_parser: Callable[[str], Any] = fast_timestamp,
-) -> Callable[..., None]:
-    """A ``before-parse.s3-control.ListJobs`` handler that parses with :func:`parse_list_jobs`.
+def sign_with(request: Any, credentials: Any) -> None:
+    """Have botocore sign ``request`` (in a ``before-sign`` handler) with ``credentials``.
 
-    botocore (and aiobotocore) still send, sign, retry and build
-    ``ResponseMetadata``; the handler hands botocore the parsed members through
-    ``customized_response_dict`` (which botocore merges into its result) and an
-    empty body to parse. A body :func:`parse_list_jobs` does not read, a bad
-    value in it, or any answer other than 200 is left to botocore untouched.
+    A retry is signed again through the same handler, so it carries the same
+    credentials (docs/aws-notes.md#one-client-many-accounts).
     """
-
-    def handler(
-        response_dict: dict[str, Any], customized_response_dict: dict[str, Any], **_: Any
-    ) -> None:
-        body = response_dict.get("body")
-        if response_dict.get("status_code") != 200 or not isinstance(body, bytes) or not body:
-            return
-        try:
-            parsed = parse_list_jobs(body, timestamp_parser)
-        except Exception:  # a bad number or time: botocore raises its own error on it
-            return
-        if parsed is None:
-            return
-        customized_response_dict.update(parsed)
-        response_dict["body"] = b""
-
-    return handler
+    request.context.setdefault("signing", {})["request_credentials"] = credentials
 
 
-class CpuTurns:
-    """Lets one CPU-heavy step run per turn of the event loop, in arrival order.
+@asynccontextmanager
+async def service_client(
+    session: AioSession,
+    service: str,
+    *,
+    region: str,
+    config: AioConfig,
+    credentials: Any = None,
+) -> AsyncIterator[Any]:
+    """A client of ``service``; with ``credentials`` (say, :func:`assume_role_credentials`)
+    every request is signed with those instead of the session's own."""
+    create: Any = session.create_client  # the stubs' overloads want a literal name
+    async with create(service, region_name=region, config=config) as client:
+        if credentials is not None:
+            event = f"before-sign.{client.meta.service_model.service_id.hyphenize()}"
 
-    Twenty targets whose 1,000-job pages arrive together would otherwise parse
-    them all in one turn of the loop (asyncio runs every ready callback before it
-    looks at sockets again): 20 x 10 ms during which ``/healthz`` and
-    ``/metrics`` wait. A step taken through :meth:`turn` keeps the turn until
-    the loop has come round once, so the others wait for theirs and requests
-    get answered in between. Throughput is the same: the work was serial anyway.
+            def handler(request: Any, **_: Any) -> None:
+                sign_with(request, credentials)
 
-    :meth:`hold` jumps the queue and keeps every turn until its block ends (the
-    block gives the loop a turn now and then itself): ``/metrics`` rendering
-    goes first, the polls' pages wait the few tens of milliseconds it takes.
-    """
-
-    def __init__(self) -> None:
-        self._busy = False
-        self._waiting: deque[asyncio.Future[None]] = deque()
-        self._urgent: deque[asyncio.Future[None]] = deque()
-
-    @asynccontextmanager
-    async def turn(self) -> AsyncIterator[None]:
-        await self._acquire(self._waiting)
-        try:
-            yield
-            await asyncio.sleep(0)
-        finally:
-            self._release()
-
-    @asynccontextmanager
-    async def hold(self) -> AsyncIterator[None]:
-        await self._acquire(self._urgent)
-        try:
-            yield
-        finally:
-            self._release()
-
-    async def _acquire(self, queue: deque[asyncio.Future[None]]) -> None:
-        if not self._busy:
-            self._busy = True
-            return
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        queue.append(waiter)
-        try:
-            await waiter
-        except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled():
-                self._release()  # handed the turn while being cancelled: pass it on
-            else:
-                with contextlib.suppress(ValueError):
-                    queue.remove(waiter)
-            raise
-
-    def _release(self) -> None:
-        # The turn passes straight to the next waiter (urgent ones first), so
-        # nobody can slip in between; with no one waiting it is free.
-        for queue in (self._urgent, self._waiting):
-            while queue:
-                waiter = queue.popleft()
-                if not waiter.done():
-                    waiter.set_result(None)
-                    return
-        self._busy = False
+            client.meta.events.register(event, handler)
+        yield client
 
 
-#: Bodies and pages smaller than this are cheap enough to handle without a turn.
-BIG_BODY = 64 * 1024
-BIG_PAGE = 100
-
+# --------------------------------------------------------------------------- the s3control pool
 
 AttemptCallback = Callable[[str, str, str, str], None]
 """``(account_id, region, operation, outcome)`` for every HTTP attempt."""
@@ -475,7 +215,8 @@ AttemptCallback = Callable[[str, str, str, str], None]
 class ClientPool:
     """s3control clients, one per region, signing each request as its account.
 
-    A client costs about 1.2 MB and 70 ms of CPU once used (REFERENCE.md), so
+    A client costs about 1.2 MB and 70 ms of CPU once used
+    (docs/aws-notes.md#cost-of-a-session-and-of-a-client), so
     jobwatch does not build one per target: the pool keeps one client per
     region and a ``before-sign`` handler hands botocore the calling account's
     credentials through ``request.context["signing"]["request_credentials"]``.
@@ -499,16 +240,12 @@ class ClientPool:
     ) -> None:
         self._endpoint_url = endpoint_url
         self._on_attempt = on_attempt
-        self._session = session or AioSession()
-        self._session.get_component("response_parser_factory").set_parser_defaults(
-            timestamp_parser=fast_timestamp
-        )
-        self._config = AioConfig(
-            retries={"mode": retry_mode, "total_max_attempts": max_attempts},
-            connect_timeout=timeout,
-            read_timeout=timeout,
+        self._session = prepare_session(session)
+        self._config = client_config(
+            retry_mode=retry_mode,
+            max_attempts=max_attempts,
+            timeout=timeout,
             max_pool_connections=max_pool_connections,
-            user_agent_extra="jobwatch",
         )
         self._stack = AsyncExitStack()
         self._clients: dict[str, Any] = {}
@@ -551,44 +288,14 @@ class ClientPool:
         if known is not None and known.role_arn == target.role_arn:
             return
         self._roles[target.account_id] = target
-        self._account_credentials[target.account_id] = self._assume_role_credentials(target)
-
-    def _assume_role_credentials(self, target: Target) -> Any:
-        base = self._session
-
-        role_arn = target.role_arn
-        assert role_arn is not None
-
-        def sts_client(service: str, **kwargs: Any) -> Any:
-            create: Any = base.create_client  # the stubs' overloads want a literal name
-            return create(
-                service,
-                region_name=target.region,
-                config=AioConfig(retries={"mode": "standard", "total_max_attempts": 3}),
-                **kwargs,
-            )
-
-        extra: dict[str, Any] = {
-            "RoleSessionName": target.session_name,
-            "DurationSeconds": target.duration_seconds,
-        }
-        if target.external_id:
-            extra["ExternalId"] = target.external_id
-
-        async def refresh() -> dict[str, Any]:
-            source = await base.get_credentials()
-            if source is None:
-                raise NoCredentialsError()
-            fetcher = AioAssumeRoleCredentialFetcher(
-                client_creator=sts_client,
-                source_credentials=source,
-                role_arn=role_arn,
-                extra_args=extra,
-            )
-            result: dict[str, Any] = await fetcher.fetch_credentials()
-            return result
-
-        return AioDeferredRefreshableCredentials(refresh_using=refresh, method="assume-role")
+        self._account_credentials[target.account_id] = assume_role_credentials(
+            self._session,
+            role_arn=target.role_arn,
+            region=target.region,
+            session_name=target.session_name,
+            duration_seconds=target.duration_seconds,
+            external_id=target.external_id,
+        )
 
     async def client(self, region: str) -> Any:
         """The region's shared s3control client, created on first use."""
@@ -611,7 +318,7 @@ class ClientPool:
                     use_custom_endpoint(client)
                 client.meta.events.register("before-sign.s3-control", self._sign_as_account)
                 client.meta.events.register(
-                    "before-parse.s3-control.ListJobs", self._list_jobs_parser()
+                    "before-parse.s3-control.ListJobs", list_jobs_hook(self.turns)
                 )
                 if self._on_attempt is not None:
                     client.meta.events.register(
@@ -619,20 +326,6 @@ class ClientPool:
                     )
                 self._clients[region] = client
         return client
-
-    def _list_jobs_parser(self) -> Callable[..., Any]:
-        parse = fast_list_jobs_parser(fast_timestamp)
-        turns = self.turns
-
-        async def handler(response_dict: dict[str, Any], **kwargs: Any) -> None:
-            body = response_dict.get("body")
-            if isinstance(body, bytes) and len(body) > BIG_BODY:
-                async with turns.turn():
-                    parse(response_dict=response_dict, **kwargs)
-            else:
-                parse(response_dict=response_dict, **kwargs)
-
-        return handler
 
     def _sign_as_account(self, request: Any, **_: Any) -> None:
         account = request.headers.get("x-amz-account-id")
@@ -642,7 +335,7 @@ class ClientPool:
             request.context["jobwatch_account"] = account
         creds = self._account_credentials.get(account) if account else None
         if creds is not None:
-            request.context.setdefault("signing", {})["request_credentials"] = creds
+            sign_with(request, creds)
 
     def _attempt_handler(self, region: str) -> Callable[..., None]:
         callback = self._on_attempt

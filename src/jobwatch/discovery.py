@@ -7,8 +7,9 @@ force: polling never stops because discovery failed. With a ``state_file`` the
 list is also kept next to it, so a restart while Organizations is unreachable
 still watches every account it watched before.
 
-Only :class:`OrganizationsSource` talks to AWS (aiobotocore, like ``aws.py``);
-the filters are pure functions of plain types; targets.py turns accounts into targets.
+Only :class:`OrganizationsSource` talks to AWS, through a client and credentials
+made by :mod:`jobwatch.aws`; the filters are pure functions of plain types, and
+``targets.py`` turns the accounts into targets.
 """
 
 from __future__ import annotations
@@ -19,17 +20,16 @@ import hashlib
 import json
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
-from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession
 from botocore.exceptions import BotoCoreError, ClientError
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from jobwatch.aws import assume_role_credentials, client_config, prepare_session, service_client
 from jobwatch.clock import Clock
 from jobwatch.config import Config, DiscoveryConfig
 from jobwatch.errors import JobwatchError
@@ -53,6 +53,10 @@ _log = get_logger("jobwatch.discovery")
 _CACHE_VERSION = 1
 #: ListTagsForResource calls in flight at once (Organizations allows a few per second).
 _TAG_CONCURRENCY = 4
+#: Lifetime of ``organizations_role_arn``'s credentials. They are kept from one
+#: refresh to the next and assumed again within 15 minutes of expiry, so a
+#: shorter lifetime would mean an AssumeRole before every call.
+_ORGANIZATIONS_ROLE_SECONDS = 3600
 
 
 class DiscoveryError(JobwatchError):
@@ -117,7 +121,8 @@ class OrganizationsSource:
     ``organizations_role_arn`` jobwatch assumes that role first.
 
     A client is built for each refresh and closed after it: a refresh runs every
-    few minutes, and nothing is held open in between.
+    few minutes, and nothing is held open in between. The role's credentials
+    are kept and renewed ahead of expiry, as the poll clients' are.
     """
 
     def __init__(
@@ -129,17 +134,29 @@ class OrganizationsSource:
         max_attempts: int = 5,
     ) -> None:
         self._config = config
-        self._session = session or AioSession()
-        self._aio_config = AioConfig(
-            retries={"mode": "standard", "total_max_attempts": max_attempts},
-            connect_timeout=timeout,
-            read_timeout=timeout,
-            user_agent_extra="jobwatch",
-        )
+        self._session = prepare_session(session)
+        self._aio_config = client_config(max_attempts=max_attempts, timeout=timeout)
+        self._credentials: Any = None
+        if config.organizations_role_arn is not None:
+            self._credentials = assume_role_credentials(
+                self._session,
+                role_arn=config.organizations_role_arn,
+                region=config.organizations_region,
+                session_name=config.session_name or "jobwatch-discovery",
+                duration_seconds=_ORGANIZATIONS_ROLE_SECONDS,
+                external_id=config.external_id,
+                sts_config=self._aio_config,
+            )
 
     async def fetch(self, want_tags: Callable[[Account], bool]) -> list[Account]:
         try:
-            async with self._client() as org:
+            async with service_client(
+                self._session,
+                "organizations",
+                region=self._config.organizations_region,
+                config=self._aio_config,
+                credentials=self._credentials,
+            ) as org:
                 accounts = await self._list(org)
                 wanted = [a for a in accounts if want_tags(a)]
                 if not wanted:
@@ -162,38 +179,6 @@ class OrganizationsSource:
             ) from None
         except BotoCoreError as e:
             raise DiscoveryError(type(e).__name__, str(e)) from None
-
-    @asynccontextmanager
-    async def _client(self) -> AsyncIterator[Any]:
-        cfg = self._config
-        create: Any = self._session.create_client  # no typed stubs for organizations
-        kwargs: dict[str, Any] = {}
-        if cfg.organizations_role_arn is not None:
-            async with create(
-                "sts", region_name=cfg.organizations_region, config=self._aio_config
-            ) as sts:
-                extra: dict[str, Any] = {}
-                if cfg.external_id:
-                    extra["ExternalId"] = cfg.external_id
-                resp = await sts.assume_role(
-                    RoleArn=cfg.organizations_role_arn,
-                    RoleSessionName=cfg.session_name or "jobwatch-discovery",
-                    DurationSeconds=900,
-                    **extra,
-                )
-            creds = resp["Credentials"]
-            kwargs = {
-                "aws_access_key_id": creds["AccessKeyId"],
-                "aws_secret_access_key": creds["SecretAccessKey"],
-                "aws_session_token": creds["SessionToken"],
-            }
-        async with create(
-            "organizations",
-            region_name=cfg.organizations_region,
-            config=self._aio_config,
-            **kwargs,
-        ) as org:
-            yield org
 
     async def _list(self, org: Any) -> list[Account]:
         found: dict[str, Account] = {}

@@ -17,11 +17,12 @@ from aiohttp import ClientError as HTTPClientError
 from botocore.exceptions import BotoCoreError, ClientError
 from botocore.parsers import ResponseParserError
 
-from jobwatch.aws import BIG_PAGE, ClientPool, is_throttle
+from jobwatch.aws import ClientPool, is_throttle
 from jobwatch.errors import SourceError
 from jobwatch.log import get_logger
 from jobwatch.model import FailureReason, Job, JobDetail, ReportLocation, Target
 from jobwatch.ratelimit import AccountRateLimiter
+from jobwatch.turns import BIG_PAGE
 
 __all__ = ["JobSource", "S3ControlJobSource", "job_from_api"]
 

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from jobwatch.aws import CpuTurns
+from jobwatch.turns import CpuTurns
 
 
 async def test_a_turn_lasts_until_the_loop_came_round() -> None:

@@ -1,13 +1,14 @@
 """jobwatch's ListJobs parser against botocore's, on the same bodies.
 
-The fast parser (``jobwatch.aws.parse_list_jobs`` behind the
+The fast parser (``jobwatch.listjobs.parse_list_jobs`` behind the
 ``before-parse.s3-control.ListJobs`` hook) must give what botocore gives, or
 leave the body to botocore. Each body goes through both routes exactly as
 aiobotocore's endpoint runs them (hook, then parser, then the merge of
 ``customized_response_dict``); the outcomes, a dict or an exception, must be
 equal. Generated bodies cover missing fields, unknown enum values, odd and bad
 numbers, entities and character references, whitespace and empty NextTokens;
-hand-written ones the forms the fast parser refuses.
+hand-written ones the forms the fast parser refuses. Last, the page's next step,
+``source.job_from_api``, against its first, plain version.
 """
 
 from __future__ import annotations
@@ -27,14 +28,9 @@ from botocore.parsers import RestXMLParser
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jobwatch.aws import (
-    ClientPool,
-    fast_list_jobs_parser,
-    fast_timestamp,
-    parse_list_jobs,
-    use_custom_endpoint,
-)
+from jobwatch.aws import ClientPool, use_custom_endpoint
 from jobwatch.clock import ManualClock
+from jobwatch.listjobs import fast_list_jobs_parser, fast_timestamp, parse_list_jobs
 from jobwatch.model import Job
 from jobwatch.simulator import FaultSpec, Simulator, SimulatorServer, generate_fleet
 from jobwatch.source import job_from_api
@@ -227,6 +223,16 @@ def test_odd_and_bad_numbers(value: str) -> None:
 )
 def test_odd_and_bad_timestamps(value: str) -> None:
     assert_same(page([MEMBER.replace("2026-01-01T00:00:00.000Z", value)]))
+
+
+def test_fast_timestamp_parser_returns_utc() -> None:
+    assert fast_timestamp("2026-01-02T03:04:05Z").isoformat() == "2026-01-02T03:04:05+00:00"
+    assert (
+        fast_timestamp("2026-01-02T03:04:05.5+01:00").isoformat()
+        == "2026-01-02T02:04:05.500000+00:00"
+    )
+    assert fast_timestamp("2026-01-02T03:04:05").tzinfo is not None  # naive read as UTC
+    assert fast_timestamp("Fri, 02 Jan 2026 03:04:05 GMT").year == 2026  # botocore's fallback
 
 
 @pytest.mark.parametrize(
