@@ -137,3 +137,30 @@ def test_check_config_lists_targets(tmp_path: Path) -> None:
     assert "OK, 2 target(s)" in text
     assert "123456789012  eu-west-1" in text
     assert "arn:aws:iam::123456789012:role/r" in text
+
+
+@pytest.mark.parametrize(
+    ("interval", "jitter", "resync"),
+    [
+        ("5s", 0.5, 900.0),
+        ("30s", 3.0, 900.0),
+        ("50s", 5.0, 900.0),
+        ("2m", 5.0, 900.0),
+        ("1h", 5.0, 3600.0),
+    ],
+)
+def test_defaults_follow_the_interval(interval: str, jitter: float, resync: float) -> None:
+    """``interval`` alone is valid at any value: the defaults that depend on it follow it."""
+    cfg = parse_config(f"interval: {interval}\n{ACCOUNT}")
+    assert cfg.jitter == jitter
+    assert cfg.resync_interval == resync
+
+
+def test_only_keys_the_user_wrote_are_named_in_a_clash() -> None:
+    with pytest.raises(ConfigError, match=r"jitter \(5s\) must be smaller than interval \(5s\)"):
+        parse_config(f"interval: 5s\njitter: 5s\n{ACCOUNT}")
+    with pytest.raises(ConfigError, match=r"resync_interval \(60s\) must be at least interval"):
+        parse_config(f"interval: 2m\nresync_interval: 1m\n{ACCOUNT}")
+    # Explicit values that fit are kept as written.
+    cfg = parse_config(f"interval: 5s\njitter: 4s\nresync_interval: 5s\n{ACCOUNT}")
+    assert (cfg.jitter, cfg.resync_interval) == (4.0, 5.0)

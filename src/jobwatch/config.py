@@ -381,10 +381,23 @@ class ShardConfig(_Model):
         return self
 
 
+#: The longest default jitter; below 50 s of interval the default is a tenth of it.
+MAX_DEFAULT_JITTER = 5.0
+#: The default resync_interval, or interval if that is longer.
+DEFAULT_RESYNC = 900.0
+
+
+def default_jitter(interval: float) -> float:
+    """The jitter used when the config sets none: a tenth of ``interval``, at most 5 s."""
+    return min(interval / 10, MAX_DEFAULT_JITTER)
+
+
 class Config(_Model):
     interval: Duration = 60.0
-    jitter: Duration = 5.0
-    resync_interval: Duration = 900.0
+    #: Default: :func:`default_jitter` of ``interval``.
+    jitter: Duration = MAX_DEFAULT_JITTER
+    #: Default: ``DEFAULT_RESYNC``, or ``interval`` if that is longer.
+    resync_interval: Duration = DEFAULT_RESYNC
     concurrency: int = Field(default=32, ge=1, le=1000)
     timeout: Duration = 10.0
     retry: RetryConfig = Field(default_factory=RetryConfig)
@@ -439,11 +452,16 @@ class Config(_Model):
                     f"targets[{seen[acct.account_id]}]; list each account once with all its regions"
                 )
             seen[acct.account_id] = i
-        if self.jitter >= self.interval:
+        # Defaults that depend on interval follow it; only keys the user wrote can clash.
+        if "jitter" not in self.model_fields_set:
+            object.__setattr__(self, "jitter", default_jitter(self.interval))
+        elif self.jitter >= self.interval:
             raise ValueError(
                 f"jitter ({self.jitter:g}s) must be smaller than interval ({self.interval:g}s)"
             )
-        if self.resync_interval < self.interval:
+        if "resync_interval" not in self.model_fields_set:
+            object.__setattr__(self, "resync_interval", max(DEFAULT_RESYNC, self.interval))
+        elif self.resync_interval < self.interval:
             raise ValueError(
                 f"resync_interval ({self.resync_interval:g}s) must be at least interval "
                 f"({self.interval:g}s)"
