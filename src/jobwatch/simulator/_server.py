@@ -26,7 +26,7 @@ from jobwatch.clock import Clock
 
 from ._admin import add_admin_routes
 from ._faults import FaultDecision, FaultSpec
-from ._model import JOB_STATUSES
+from ._model import CANCELLED, JOB_STATUSES, READY
 from ._scenario import Scenario
 from ._wire import (
     create_job_xml,
@@ -355,7 +355,7 @@ class _S3Api:
         await self._apply_faults(request, ctx, False)
         job_id = self._job_id(request)
         requested = request.query.get("requestedJobStatus")
-        if requested not in ("Ready", "Cancelled"):
+        if requested not in (READY, CANCELLED):
             raise _Reply(
                 400,
                 "BadRequestException",
