@@ -18,7 +18,7 @@ from jobwatch.persist import (
     Committer,
     decode,
     encode,
-    load_into,
+    load_state,
     write_atomic,
 )
 from jobwatch.state import Store
@@ -50,11 +50,11 @@ def test_round_trip_keeps_every_field() -> None:
     assert last_full == T0 + 5
 
 
-def test_load_into_restores_known_targets_only(tmp_path: Path) -> None:
+def test_load_state_restores_known_targets_only(tmp_path: Path) -> None:
     path = tmp_path / "state.json"
     write_atomic(path, encode(_store_with_jobs(), T0))
     fresh = Store([TARGETS[0], Target("222222222222", "us-east-1")])
-    assert load_into(fresh, path) == 1
+    assert load_state(fresh, path) == (1, [])
     assert fresh[TARGETS[0].key].jobs is not None
     assert fresh[("222222222222", "us-east-1")].jobs is None
 
@@ -74,14 +74,14 @@ def test_bad_state_file_means_fresh_baseline_with_warning(tmp_path: Path, conten
     path.write_bytes(content)
     store = Store(TARGETS)
     with capture_logs() as logs:
-        assert load_into(store, path) == 0
+        assert load_state(store, path) == (0, [])
     assert [e["event"] for e in logs] == ["state_discarded"]
     assert all(ts.jobs is None for ts in store.targets.values())
 
 
 def test_missing_state_file_is_silent(tmp_path: Path) -> None:
     with capture_logs() as logs:
-        assert load_into(Store(TARGETS), tmp_path / "absent.json") == 0
+        assert load_state(Store(TARGETS), tmp_path / "absent.json") == (0, [])
     assert logs == []
 
 

@@ -324,7 +324,6 @@ class Discovery:
         self.up = False
         self.last_success: float | None = None
         self.last_duration: float | None = None
-        self.last_error: str | None = None
         self.refreshes: Counter[str] = Counter({"success": 0, "failure": 0})
         #: Targets added, removed or changed at run time (the app counts them here).
         self.target_changes: Counter[str] = Counter({"added": 0, "removed": 0, "updated": 0})
@@ -398,7 +397,6 @@ class Discovery:
         self.up = True
         self.last_success = self._clock.time()
         self.last_duration = time.monotonic() - started
-        self.last_error = None
         self.refreshes["success"] += 1
         _log.info(
             "discovery_refreshed",
@@ -415,7 +413,6 @@ class Discovery:
     def _failed(self, code: str, message: str, started: float) -> bool:
         self.up = False
         self.last_duration = time.monotonic() - started
-        self.last_error = code
         self.refreshes["failure"] += 1
         _log.warning(
             "discovery_failed",

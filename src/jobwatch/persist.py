@@ -29,7 +29,6 @@ __all__ = [
     "capture",
     "decode",
     "encode",
-    "load_into",
     "load_state",
     "write_atomic",
 ]
@@ -173,17 +172,11 @@ def write_atomic(path: Path, data: bytes) -> None:
         os.close(dir_fd)
 
 
-def load_into(store: Store, path: Path) -> int:
-    """Restore targets' snapshots from ``path``; returns how many were restored.
+def load_state(store: Store, path: Path) -> tuple[int, list[tuple[int, dict[str, Any]]]]:
+    """Restore snapshots from ``path`` into ``store``: (targets restored, saved outbox).
 
     Targets no longer configured are ignored; new ones start with a baseline.
     """
-    restored, _ = load_state(store, path)
-    return restored
-
-
-def load_state(store: Store, path: Path) -> tuple[int, list[tuple[int, dict[str, Any]]]]:
-    """Restore snapshots from ``path`` into ``store``; also return the saved outbox."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
