@@ -264,8 +264,7 @@ class Committer:
         self._pending: list[EventRecord] = []
         self._ack = AckLog(path.with_name(path.name + ".ack"))
         self._seq = 0
-        self.writes = 0
-        self.write_failures = 0
+        store.state_writes.update({"success": 0, "failure": 0})
 
     def recover(self) -> int:
         """Load the state file into the store and re-emit unacknowledged events.
@@ -306,10 +305,10 @@ class Committer:
         now = self._time()
         try:
             await asyncio.to_thread(self._write, snapshot, now, outbox)
-            self.writes += 1
+            self._store.state_writes["success"] += 1
         except OSError as e:
             # Availability first: emit anyway; a restart may then repeat them.
-            self.write_failures += 1
+            self._store.state_writes["failure"] += 1
             _log.warning("state_write_failed", path=str(self._path), error=str(e))
         for (seq, _), event in zip(outbox, events, strict=True):
             emit_all(self._sinks, event)
