@@ -19,10 +19,10 @@ import struct
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import structlog
 from aiohttp import web
 
 from jobwatch.clock import Clock
+from jobwatch.log import get_logger
 
 from ._admin import add_admin_routes
 from ._faults import FaultDecision, FaultSpec
@@ -42,7 +42,7 @@ from ._world import DEFAULT_MAX_RESULTS, MAX_RESULTS, InvalidTokenError, Simulat
 
 __all__ = ["SimulatorServer", "create_app", "parse_listen", "run_simulator"]
 
-_log = structlog.get_logger("jobwatch.simulator")
+_log = get_logger("jobwatch.simulator")
 
 _CREDENTIAL = re.compile(r"Credential=([^/,\s]+)/(\d{8})/([^/,\s]+)/([^/,\s]+)/aws4_request")
 _HOST = re.compile(
