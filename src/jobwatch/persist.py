@@ -264,6 +264,7 @@ class Committer:
         self._pending: list[EventRecord] = []
         self._ack = AckLog(path.with_name(path.name + ".ack"))
         self._seq = 0
+        # With a state file both outcomes are exported, from 0.
         store.state_writes.update({"success": 0, "failure": 0})
 
     def recover(self) -> int:
