@@ -130,6 +130,9 @@ def write(store: Store, label_names: Sequence[str], collector: Any) -> bytes:
     shown = header("jobwatch_unknown_values")
     for field, n in sorted(store.unknown_values.items()):
         out.append(f'{shown}{{field="{_esc(field)}"}} {fmt(n)}\n')
+    shown = header("jobwatch_state_writes")
+    for outcome, n in sorted(store.state_writes.items()):
+        out.append(f'{shown}{{outcome="{_esc(outcome)}"}} {fmt(n)}\n')
     shown = header("jobwatch_targets")
     out.append(f"{shown} {fmt(len(store.targets))}\n")
     shown = header("jobwatch_poll_duration_seconds")

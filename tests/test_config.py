@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from jobwatch.cli import main
-from jobwatch.config import load_config, parse_config, parse_duration
+from jobwatch.config import load_config, parse_config
 from jobwatch.errors import ConfigError
 from jobwatch.targets import resolve_targets
 
@@ -49,28 +49,6 @@ def test_environment_overrides_deployment_keys() -> None:
     )
     assert cfg.listen == "127.0.0.1:1234"
     assert cfg.log.level == "debug"
-
-
-@pytest.mark.parametrize(
-    ("value", "seconds"),
-    [
-        (90, 90.0),
-        ("90", 90.0),
-        ("500ms", 0.5),
-        ("30s", 30.0),
-        ("5m", 300.0),
-        ("1h", 3600.0),
-        ("2d", 172800.0),
-    ],
-)
-def test_durations(value: object, seconds: float) -> None:
-    assert parse_duration(value) == seconds
-
-
-@pytest.mark.parametrize("value", ["5x", "-1s", True, None, "1 week"])
-def test_bad_durations(value: object) -> None:
-    with pytest.raises(ValueError, match="duration"):
-        parse_duration(value)
 
 
 # Five kinds of bad file: each message names the key and the fix, exit code 2.

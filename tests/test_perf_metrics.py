@@ -94,6 +94,8 @@ def states(draw: st.DrawFn) -> tuple[Store, tuple[str, ...], str]:
     if draw(st.booleans()):
         store.events["some_future_kind"] = 1
     store.unknown_values["status"] = draw(st.integers(0, 100))
+    if draw(st.booleans()):  # with a state file
+        store.state_writes.update({"success": draw(COUNT), "failure": draw(COUNT)})
     store.poll_buckets = [draw(st.integers(0, 10**6)) for _ in store.poll_buckets]
     store.poll_sum = draw(FLOAT)
     return store, names, draw(TEXT)

@@ -11,6 +11,7 @@ from structlog.testing import capture_logs
 
 from jobwatch.diff import Change, DiffPolicy, diff
 from jobwatch.events import Event, EventRecord
+from jobwatch.metrics import JobwatchCollector, make_registry
 from jobwatch.model import Job, Target
 from jobwatch.persist import (
     SCHEMA_VERSION,
@@ -18,7 +19,7 @@ from jobwatch.persist import (
     Committer,
     decode,
     encode,
-    load_into,
+    load_state,
     write_atomic,
 )
 from jobwatch.state import Store
@@ -50,11 +51,11 @@ def test_round_trip_keeps_every_field() -> None:
     assert last_full == T0 + 5
 
 
-def test_load_into_restores_known_targets_only(tmp_path: Path) -> None:
+def test_load_state_restores_known_targets_only(tmp_path: Path) -> None:
     path = tmp_path / "state.json"
     write_atomic(path, encode(_store_with_jobs(), T0))
     fresh = Store([TARGETS[0], Target("222222222222", "us-east-1")])
-    assert load_into(fresh, path) == 1
+    assert load_state(fresh, path) == (1, [])
     assert fresh[TARGETS[0].key].jobs is not None
     assert fresh[("222222222222", "us-east-1")].jobs is None
 
@@ -74,14 +75,14 @@ def test_bad_state_file_means_fresh_baseline_with_warning(tmp_path: Path, conten
     path.write_bytes(content)
     store = Store(TARGETS)
     with capture_logs() as logs:
-        assert load_into(store, path) == 0
+        assert load_state(store, path) == (0, [])
     assert [e["event"] for e in logs] == ["state_discarded"]
     assert all(ts.jobs is None for ts in store.targets.values())
 
 
 def test_missing_state_file_is_silent(tmp_path: Path) -> None:
     with capture_logs() as logs:
-        assert load_into(Store(TARGETS), tmp_path / "absent.json") == 0
+        assert load_state(Store(TARGETS), tmp_path / "absent.json") == (0, [])
     assert logs == []
 
 
@@ -156,10 +157,10 @@ async def test_committer_runs_until_stopped_and_commits_the_rest(tmp_path: Path)
     task = asyncio.create_task(committer.run(stop))
     committer.publish([_event("a", "Paused", T0)])
     for _ in range(100):
-        if committer.writes:
+        if store.state_writes["success"]:
             break
         await asyncio.sleep(0.01)
-    assert committer.writes == 1
+    assert store.state_writes["success"] == 1
     assert len(sink.events) == 1
     store.record_success(TARGETS[1].key, {}, T0 + 10, full=True)  # marks dirty
     committer.publish([_event("b", "Paused", T0 + 10)])
@@ -168,6 +169,34 @@ async def test_committer_runs_until_stopped_and_commits_the_rest(tmp_path: Path)
     assert len(sink.events) == 2
     assert set(decode(path.read_bytes())) == {TARGETS[0].key, TARGETS[1].key}
     committer.close()
+
+
+async def test_a_failed_state_write_is_counted_and_exported_and_events_still_go_out(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "state.json"
+    path.mkdir()  # the rename onto it fails: a full or read-only disk looks the same
+    store = _store_with_jobs()
+    collector = JobwatchCollector(store)
+    registry = make_registry(collector)
+    sink = MemorySink()
+    committer = Committer(store, path, [sink], lambda: T0)
+    assert registry.get_sample_value("jobwatch_state_writes_total", {"outcome": "failure"}) == 0
+    committer.publish([_event("a", "Paused", T0)])
+    with capture_logs() as logs:
+        await committer.commit()
+    committer.close()
+    assert [e["event"] for e in logs] == ["state_write_failed"]
+    assert len(sink.events) == 1  # availability first
+    assert store.state_writes == {"success": 0, "failure": 1}
+    assert registry.get_sample_value("jobwatch_state_writes_total", {"outcome": "failure"}) == 1
+    assert registry.get_sample_value("jobwatch_state_writes_total", {"outcome": "success"}) == 0
+    assert b'jobwatch_state_writes_total{outcome="failure"} 1.0\n' in collector.exposition()
+
+
+def test_without_a_state_file_the_write_counter_has_no_samples() -> None:
+    registry = make_registry(JobwatchCollector(Store(TARGETS)))
+    assert registry.get_sample_value("jobwatch_state_writes_total", {"outcome": "success"}) is None
 
 
 def test_event_ids_are_stable_and_distinct() -> None:

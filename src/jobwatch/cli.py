@@ -17,7 +17,8 @@ from typing import Any, TextIO
 
 from jobwatch import __version__
 from jobwatch.app import App
-from jobwatch.config import Config, load_config, parse_duration
+from jobwatch.config import Config, load_config
+from jobwatch.duration import parse_duration
 from jobwatch.errors import ConfigError
 from jobwatch.log import configure_logging
 from jobwatch.model import KNOWN_STATUSES

@@ -23,6 +23,7 @@ from pydantic import (
     model_validator,
 )
 
+from jobwatch.duration import Duration
 from jobwatch.errors import ConfigError
 from jobwatch.model import KNOWN_STATUSES, TERMINAL_STATUSES
 
@@ -39,11 +40,8 @@ __all__ = [
     "WebConfig",
     "load_config",
     "parse_config",
-    "parse_duration",
 ]
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 _LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
 #: Label names jobwatch sets itself, or that clash with Prometheus target labels.
 RESERVED_LABELS = frozenset(
@@ -68,26 +66,6 @@ ENV_OVERRIDES = {
     "JOBWATCH_LOG_LEVEL": ("log", "level"),
     "JOBWATCH_LOG_FORMAT": ("log", "format"),
 }
-
-
-def parse_duration(value: Any) -> float:
-    """Seconds from ``90``, ``"90"``, ``"500ms"``, ``"30s"``, ``"5m"``, ``"1h"`` or ``"1d"``."""
-    if isinstance(value, bool):
-        raise ValueError("expected a duration such as 30s, 5m or 1h, not a boolean")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str) and (m := _DURATION.match(value)):
-        seconds = float(m.group(1)) * _UNITS[m.group(2)]
-    else:
-        raise ValueError(
-            f"expected a duration such as 30s, 5m, 1h or 1d (or a number of seconds), got {value!r}"
-        )
-    if seconds < 0:
-        raise ValueError("a duration cannot be negative")
-    return seconds
-
-
-Duration = Annotated[float, BeforeValidator(parse_duration)]
 
 
 def _account_id(value: Any) -> str:

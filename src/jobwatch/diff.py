@@ -26,11 +26,12 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Literal, get_args
 
 from jobwatch.model import Job
 
 __all__ = [
+    "EVENT_KINDS",
     "Change",
     "DiffPolicy",
     "DiffResult",
@@ -49,15 +50,8 @@ EventKind = Literal[
     "job_task_failure_ratio_exceeded",
     "job_aged_out",
 ]
-EVENT_KINDS: tuple[EventKind, ...] = (
-    "job_discovered",
-    "job_status_changed",
-    "job_failed",
-    "job_stalled",
-    "job_stall_recovered",
-    "job_task_failure_ratio_exceeded",
-    "job_aged_out",
-)
+#: Every kind, in the order above (the metrics export each one from 0).
+EVENT_KINDS: tuple[EventKind, ...] = get_args(EventKind)
 #: Statuses whose start is no later than the job's creation as far as we can tell.
 _STARTS_AT_CREATION = frozenset({"New", "Preparing"})
 

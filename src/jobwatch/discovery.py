@@ -260,7 +260,6 @@ class Discovery:
         self.up = False
         self.last_success: float | None = None
         self.last_duration: float | None = None
-        self.last_error: str | None = None
         self.refreshes: Counter[str] = Counter({"success": 0, "failure": 0})
 
     @property
@@ -328,7 +327,6 @@ class Discovery:
         self.up = True
         self.last_success = self._clock.time()
         self.last_duration = time.monotonic() - started
-        self.last_error = None
         self.refreshes["success"] += 1
         _log.info(
             "discovery_refreshed",
@@ -345,7 +343,6 @@ class Discovery:
     def _failed(self, code: str, message: str, started: float) -> bool:
         self.up = False
         self.last_duration = time.monotonic() - started
-        self.last_error = code
         self.refreshes["failure"] += 1
         _log.warning(
             "discovery_failed",

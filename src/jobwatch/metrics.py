@@ -120,6 +120,9 @@ _UNKNOWN = _Family(
     ("field",),
     "counter",
 )
+_STATE_WRITES = _Family(
+    "jobwatch_state_writes", "State file writes by outcome.", ("outcome",), "counter"
+)
 _TARGETS = _Family("jobwatch_targets", "Configured targets.")
 _POLL_DURATION = _Family(
     "jobwatch_poll_duration_seconds", "Duration of polls, all targets.", (), "histogram"
@@ -152,6 +155,7 @@ class _Snapshot:
     targets: list[_TargetView]
     events: list[tuple[str, int]]
     unknown: list[tuple[str, int]]
+    state_writes: list[tuple[str, int]]
     target_count: int
     poll_buckets: tuple[int, ...]
     poll_sum: float
@@ -247,6 +251,10 @@ class JobwatchCollector(Collector):
         for field_name, n in sorted(store.unknown_values.items()):
             unknown.add_metric([field_name], float(n))
         yield unknown
+        writes = _metric(_STATE_WRITES, [])
+        for outcome, n in sorted(store.state_writes.items()):
+            writes.add_metric([outcome], float(n))
+        yield writes
         targets = _metric(_TARGETS, [])
         targets.add_metric([], float(len(store.targets)))
         yield targets
@@ -335,6 +343,7 @@ class JobwatchCollector(Collector):
             targets,
             sorted(store.events.items()),
             sorted(store.unknown_values.items()),
+            sorted(store.state_writes.items()),
             len(store.targets),
             tuple(store.poll_buckets),
             store.poll_sum,
@@ -488,6 +497,10 @@ class JobwatchCollector(Collector):
         out.append(_header(_UNKNOWN))
         for field_name, n in snap.unknown:
             out.append(f'{name}{{field="{_escape(field_name)}"}} {num(n)}\n')
+        name = _shown(_STATE_WRITES)
+        out.append(_header(_STATE_WRITES))
+        for outcome, n in snap.state_writes:
+            out.append(f'{name}{{outcome="{outcome}"}} {num(n)}\n')
         out.append(_header(_TARGETS))
         out.append(f"{_TARGETS.name} {num(snap.target_count)}\n")
         name = _POLL_DURATION.name

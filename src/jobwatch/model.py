@@ -17,7 +17,6 @@ __all__ = [
     "JobDetail",
     "ReportLocation",
     "Target",
-    "is_terminal",
 ]
 
 #: The 13 statuses AWS documents, in lifecycle order (exported zero-filled).
@@ -60,10 +59,6 @@ KNOWN_OPERATIONS: Final[tuple[str, ...]] = (
     "S3ComputeObjectChecksum",
     "S3UpdateObjectEncryption",
 )
-
-
-def is_terminal(status: str) -> bool:
-    return status in TERMINAL_STATUSES
 
 
 @dataclass(frozen=True, slots=True)

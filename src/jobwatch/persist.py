@@ -29,7 +29,6 @@ __all__ = [
     "capture",
     "decode",
     "encode",
-    "load_into",
     "load_state",
     "write_atomic",
 ]
@@ -173,17 +172,11 @@ def write_atomic(path: Path, data: bytes) -> None:
         os.close(dir_fd)
 
 
-def load_into(store: Store, path: Path) -> int:
-    """Restore targets' snapshots from ``path``; returns how many were restored.
+def load_state(store: Store, path: Path) -> tuple[int, list[tuple[int, dict[str, Any]]]]:
+    """Restore snapshots from ``path`` into ``store``: (targets restored, saved outbox).
 
     Targets no longer configured are ignored; new ones start with a baseline.
     """
-    restored, _ = load_state(store, path)
-    return restored
-
-
-def load_state(store: Store, path: Path) -> tuple[int, list[tuple[int, dict[str, Any]]]]:
-    """Restore snapshots from ``path`` into ``store``; also return the saved outbox."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -271,8 +264,8 @@ class Committer:
         self._pending: list[EventRecord] = []
         self._ack = AckLog(path.with_name(path.name + ".ack"))
         self._seq = 0
-        self.writes = 0
-        self.write_failures = 0
+        # With a state file both outcomes are exported, from 0.
+        store.state_writes.update({"success": 0, "failure": 0})
 
     def recover(self) -> int:
         """Load the state file into the store and re-emit unacknowledged events.
@@ -313,10 +306,10 @@ class Committer:
         now = self._time()
         try:
             await asyncio.to_thread(self._write, snapshot, now, outbox)
-            self.writes += 1
+            self._store.state_writes["success"] += 1
         except OSError as e:
             # Availability first: emit anyway; a restart may then repeat them.
-            self.write_failures += 1
+            self._store.state_writes["failure"] += 1
             _log.warning("state_write_failed", path=str(self._path), error=str(e))
         for (seq, _), event in zip(outbox, events, strict=True):
             emit_all(self._sinks, event)

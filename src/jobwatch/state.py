@@ -46,6 +46,8 @@ class Store:
         self.targets: dict[tuple[str, str], TargetState] = {t.key: TargetState(t) for t in targets}
         self.events: Counter[str] = Counter(dict.fromkeys(EVENT_KINDS, 0))
         self.unknown_values: Counter[str] = Counter({"status": 0, "operation": 0})
+        #: State file writes by outcome; empty (no samples) without a state file.
+        self.state_writes: Counter[str] = Counter()
         self._unknown_seen: dict[str, set[str]] = {"status": set(), "operation": set()}
         self.poll_buckets: list[int] = [0] * (len(POLL_DURATION_BUCKETS) + 1)
         self.poll_sum = 0.0

@@ -8,8 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from jobwatch import model
 from jobwatch.clock import ManualClock
-from jobwatch.simulator import SimJobView, Simulator, scenario_from_dict
+from jobwatch.simulator import SimJobView, Simulator, _model, scenario_from_dict
 
 A = "111111111111"
 R = "us-east-1"
@@ -23,6 +24,14 @@ def world(*jobs: dict[str, Any], **extra: Any) -> Simulator:
 
 def at(sim: Simulator, job_id: str) -> SimJobView:
     return sim.job(A, R, job_id)
+
+
+def test_the_simulator_speaks_the_models_statuses() -> None:
+    assert _model.JOB_STATUSES == model.KNOWN_STATUSES
+    assert _model.TERMINAL_STATUSES == model.TERMINAL_STATUSES
+    # Each name the state machine uses is bound to the model's word of that name.
+    for word in model.KNOWN_STATUSES:
+        assert getattr(_model, word.upper()) == word
 
 
 def test_new_preparing_ready_active_completing_complete() -> None:

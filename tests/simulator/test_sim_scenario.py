@@ -16,7 +16,6 @@ from jobwatch.simulator import (
     generate_fleet,
     load_scenario,
 )
-from jobwatch.simulator._duration import parse_duration
 
 GOOD = """
 name: small
@@ -111,30 +110,6 @@ def test_duplicate_accounts_and_ambiguous_regions_are_errors(tmp_path: Path) -> 
         load_scenario(write(tmp_path, text))
     with pytest.raises(ScenarioError, match=r"accounts\[0\]\.jobs\[0\]\.region: required"):
         load_scenario(write(tmp_path, GOOD.replace("        region: eu-west-1\n", "")))
-
-
-@pytest.mark.parametrize(
-    ("text", "seconds"),
-    [
-        ("30s", 30),
-        ("2m", 120),
-        ("1h30m", 5400),
-        ("90d", 90 * 86400),
-        ("-10m", -600),
-        ("12.5", 12.5),
-        (7, 7),
-        ("250ms", 0.25),
-        ("1w", 604800),
-    ],
-)
-def test_durations(text: str | int, seconds: float) -> None:
-    assert parse_duration(text) == seconds
-
-
-@pytest.mark.parametrize("bad", ["", "5 parsecs", "1x", True, None, "nan", "inf"])
-def test_bad_durations(bad: object) -> None:
-    with pytest.raises(ValueError):  # noqa: PT011 - the message is checked in the scenario tests
-        parse_duration(bad)
 
 
 def test_demo_shows_every_case_within_two_minutes() -> None:

@@ -17,7 +17,7 @@ from typing import Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ._duration import Duration
+from jobwatch.duration import SignedDuration
 
 __all__ = ["FAULT_KINDS", "FaultBook", "FaultDecision", "FaultKind", "FaultSpec"]
 
@@ -102,13 +102,13 @@ class FaultSpec(BaseModel):
     regions: Sequence[str] = ()
     operations: Sequence[OperationName] = ()
     probability: float = Field(default=1.0, ge=0.0, le=1.0)
-    from_: Duration | None = Field(default=None, alias="from")
-    until: Duration | None = None
+    from_: SignedDuration | None = Field(default=None, alias="from")
+    until: SignedDuration | None = None
     count: int | None = Field(default=None, ge=1)
     status: int | None = Field(default=None, ge=400, le=599)
     code: str | None = Field(default=None, min_length=1, max_length=128)
     message: str | None = None
-    seconds: Duration | None = Field(default=None, ge=0.0)
+    seconds: SignedDuration | None = Field(default=None, ge=0.0)
     distribution: Literal["fixed", "uniform", "exponential", "lognormal"] | None = None
     low: float | None = Field(default=None, ge=0.0)
     high: float | None = Field(default=None, ge=0.0)

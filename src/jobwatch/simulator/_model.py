@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from jobwatch.model import KNOWN_OPERATIONS
+from jobwatch import model
 
 __all__ = [
     "ACTIVE",
@@ -33,22 +33,9 @@ __all__ = [
     "SimJobView",
 ]
 
-NEW = "New"
-PREPARING = "Preparing"
-SUSPENDED = "Suspended"
-READY = "Ready"
-ACTIVE = "Active"
-PAUSING = "Pausing"
-PAUSED = "Paused"
-COMPLETING = "Completing"
-COMPLETE = "Complete"
-FAILING = "Failing"
-FAILED = "Failed"
-CANCELLING = "Cancelling"
-CANCELLED = "Cancelled"
-
-#: The 13 statuses the S3 Control API documents today (botocore's ``JobStatus`` enum).
-JOB_STATUSES: tuple[str, ...] = (
+# The words are jobwatch.model's (the lifecycle order it documents); these names
+# are how the simulator's state machine spells them.
+(
     NEW,
     PREPARING,
     SUSPENDED,
@@ -62,13 +49,16 @@ JOB_STATUSES: tuple[str, ...] = (
     FAILED,
     CANCELLING,
     CANCELLED,
-)
+) = model.KNOWN_STATUSES
+
+#: The 13 statuses the S3 Control API documents today (botocore's ``JobStatus`` enum).
+JOB_STATUSES: tuple[str, ...] = model.KNOWN_STATUSES
 
 #: Statuses a job never leaves on its own; ``TerminationDate`` is set on entering one.
-TERMINAL_STATUSES: frozenset[str] = frozenset({COMPLETE, FAILED, CANCELLED})
+TERMINAL_STATUSES: frozenset[str] = model.TERMINAL_STATUSES
 
 #: Operation names botocore 1.43 knows (``OperationName`` enum). Jobs may carry others.
-OPERATIONS: tuple[str, ...] = KNOWN_OPERATIONS
+OPERATIONS: tuple[str, ...] = model.KNOWN_OPERATIONS
 
 #: The S3 Control operations the simulator answers (names as in botocore and the stats).
 WIRE_OPERATIONS: tuple[str, ...] = ("ListJobs", "DescribeJob", "UpdateJobStatus", "CreateJob")

@@ -21,7 +21,8 @@ from typing import Any, Literal, get_args
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from ._duration import Duration
+from jobwatch.duration import SignedDuration
+
 from ._faults import FaultSpec
 
 __all__ = [
@@ -88,7 +89,7 @@ class TimelineEvent(_Strict):
     creation for jobs created at run time.
     """
 
-    at: Duration
+    at: SignedDuration
     action: Action
     reason: str | None = Field(default=None, min_length=1, max_length=256)
     code: str | None = Field(default=None, min_length=1, max_length=64)
@@ -122,13 +123,13 @@ class TimelineEvent(_Strict):
 class PhaseDurations(_Strict):
     """How long a job stays in each transient status before moving on by itself."""
 
-    new: Duration = Field(default=1.0, ge=0.0)
-    preparing: Duration = Field(default=4.0, ge=0.0)
-    ready: Duration = Field(default=1.0, ge=0.0)
-    completing: Duration = Field(default=3.0, ge=0.0)
-    pausing: Duration = Field(default=2.0, ge=0.0)
-    failing: Duration = Field(default=2.0, ge=0.0)
-    cancelling: Duration = Field(default=2.0, ge=0.0)
+    new: SignedDuration = Field(default=1.0, ge=0.0)
+    preparing: SignedDuration = Field(default=4.0, ge=0.0)
+    ready: SignedDuration = Field(default=1.0, ge=0.0)
+    completing: SignedDuration = Field(default=3.0, ge=0.0)
+    pausing: SignedDuration = Field(default=2.0, ge=0.0)
+    failing: SignedDuration = Field(default=2.0, ge=0.0)
+    cancelling: SignedDuration = Field(default=2.0, ge=0.0)
 
 
 class ReportSpec(_Strict):
@@ -159,7 +160,7 @@ class SimJobSpec(_Strict):
     tasks: int = Field(default=1000, ge=0)
     rate: float = Field(default=10.0, ge=0.0)
     failure_ratio: float = Field(default=0.0, ge=0.0, le=1.0)
-    created_at: Duration = 0.0
+    created_at: SignedDuration = 0.0
     confirmation_required: bool = False
     report: ReportSpec = ReportSpec()
     role_arn: str | None = None
@@ -204,7 +205,7 @@ class Scenario(_Strict):
     seed: int = 0
     regions: Sequence[str] = ("us-east-1",)
     retention_days: float = Field(default=90.0, gt=0.0)
-    next_token_ttl: Duration = Field(default=3600.0, gt=0.0)
+    next_token_ttl: SignedDuration = Field(default=3600.0, gt=0.0)
     phases: PhaseDurations = PhaseDurations()
     accounts: Sequence[AccountSpec] = ()
     faults: Sequence[FaultSpec] = ()

@@ -19,14 +19,14 @@ import struct
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import structlog
 from aiohttp import web
 
 from jobwatch.clock import Clock
+from jobwatch.log import get_logger
 
 from ._admin import add_admin_routes
 from ._faults import FaultDecision, FaultSpec
-from ._model import JOB_STATUSES
+from ._model import CANCELLED, JOB_STATUSES, READY
 from ._scenario import Scenario
 from ._wire import (
     create_job_xml,
@@ -42,7 +42,7 @@ from ._world import DEFAULT_MAX_RESULTS, MAX_RESULTS, InvalidTokenError, Simulat
 
 __all__ = ["SimulatorServer", "create_app", "parse_listen", "run_simulator"]
 
-_log = structlog.get_logger("jobwatch.simulator")
+_log = get_logger("jobwatch.simulator")
 
 _CREDENTIAL = re.compile(r"Credential=([^/,\s]+)/(\d{8})/([^/,\s]+)/([^/,\s]+)/aws4_request")
 _HOST = re.compile(
@@ -355,7 +355,7 @@ class _S3Api:
         await self._apply_faults(request, ctx, False)
         job_id = self._job_id(request)
         requested = request.query.get("requestedJobStatus")
-        if requested not in ("Ready", "Cancelled"):
+        if requested not in (READY, CANCELLED):
             raise _Reply(
                 400,
                 "BadRequestException",
