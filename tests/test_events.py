@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import io
 import json
+import re
+from pathlib import Path
 
 import structlog
 
-from jobwatch.diff import Change
+from jobwatch.diff import EVENT_KINDS, Change
 from jobwatch.events import MAX_TEXT, Event, LogSink
 from jobwatch.log import configure_logging
-from jobwatch.model import FailureReason, Job, JobDetail, ReportLocation, Target
+from jobwatch.model import FailureReason, Job, JobDetail, ReportLocation, Target, console_url
 
 T0 = 1_800_000_000.0
 TARGET = Target("111111111111", "eu-west-1", labels=(("team", "storage"),))
@@ -65,3 +67,55 @@ def test_log_lines_are_one_json_object_each_whatever_the_text() -> None:
     assert doc["description"] == 'line\nbreak "quoted" \r \x00 \u2028 </script>'
     assert doc["level"] == "warning"
     assert list(doc)[:3] == ["timestamp", "level", "event"]
+
+
+def _representative(kind: str) -> Event:
+    """An event of ``kind`` with every field that kind can carry."""
+    active = Job.make("j-2", "Active", "S3PutObjectCopy", 1, "d", T0 - 600, None, 100, 50, 5, 300.0)
+    changes = {
+        "job_discovered": Change("job_discovered", active),
+        "job_status_changed": Change(
+            "job_status_changed", active, previous_status="Ready", seconds_in_previous_status=9.0
+        ),
+        "job_stalled": Change(
+            "job_stalled", active, stall_reason="no_progress", stalled_seconds=60
+        ),
+        "job_stall_recovered": Change("job_stall_recovered", active, stall_reason="no_progress"),
+        "job_task_failure_ratio_exceeded": Change("job_task_failure_ratio_exceeded", active),
+        "job_aged_out": Change("job_aged_out", active, aged_out_reason="retention"),
+    }
+    if kind == "job_failed":
+        return _failed("d", "r")
+    return Event(changes[kind], TARGET, T0)
+
+
+def _documented_examples() -> dict[str, dict[str, object]]:
+    text = (Path(__file__).resolve().parents[1] / "docs" / "events.md").read_text()
+    examples = text.split("## Examples, one per kind", 1)[1]
+    found = re.findall(r"### `(\w+)`\s+```json\n(.+?)\n```", examples)
+    return {kind: json.loads(line) for kind, line in found}
+
+
+def test_docs_show_one_example_per_kind_with_exactly_its_fields() -> None:
+    examples = _documented_examples()
+    assert set(examples) == set(EVENT_KINDS)
+    for kind, example in examples.items():
+        event = _representative(kind)
+        written = {"timestamp", "level", "logger", *event.to_dict()}
+        assert set(example) == written, kind
+        assert example["event"] == kind
+        assert example["level"] == event.level
+
+
+def test_console_url_names_the_partition_host() -> None:
+    assert console_url("eu-west-1", "j-1") == (
+        "https://console.aws.amazon.com/s3/jobs/j-1?region=eu-west-1"
+    )
+    assert console_url("cn-north-1", "j-1") == (
+        "https://console.amazonaws.cn/s3/jobs/j-1?region=cn-north-1"
+    )
+    assert console_url("us-gov-west-1", "j/x y").startswith(  # type: ignore[union-attr]
+        "https://console.amazonaws-us-gov.com/s3/jobs/j%2Fx%20y?"
+    )
+    assert console_url("us-isob-east-1", "j-1") is None
+    assert _failed("d", "r").to_dict()["console_url"] == console_url("eu-west-1", "j-1")

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from jobwatch.diff import Change, EventKind
 from jobwatch.log import get_logger
-from jobwatch.model import JobDetail, Target
+from jobwatch.model import JobDetail, Target, console_url
 
 __all__ = [
     "MAX_TEXT",
@@ -101,6 +101,7 @@ class Event:
             "creation_time": iso(job.creation_time),
             "termination_time": iso(job.termination_time),
             "observed_at": iso(self.observed_at),
+            "console_url": console_url(self.target.region, job.job_id),
         }
         if self.target.labels:
             out["labels"] = dict(self.target.labels)

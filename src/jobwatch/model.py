@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 from typing import Final
+from urllib.parse import quote
 
 __all__ = [
     "KNOWN_OPERATIONS",
@@ -17,6 +18,7 @@ __all__ = [
     "JobDetail",
     "ReportLocation",
     "Target",
+    "console_url",
 ]
 
 #: The 13 statuses AWS documents, in lifecycle order (exported zero-filled).
@@ -179,3 +181,25 @@ class JobDetail:
     suspended_date: float | None = None
     suspended_cause: str | None = None
     confirmation_required: bool = False
+
+
+#: The AWS console's host for each partition, by region prefix (the commercial
+#: partition is the default). The ISO partitions have no public console.
+_CONSOLE_HOSTS: tuple[tuple[str, str | None], ...] = (
+    ("cn-", "console.amazonaws.cn"),
+    ("us-gov-", "console.amazonaws-us-gov.com"),
+    ("us-iso", None),
+    ("eu-isoe-", None),
+)
+
+
+def console_url(region: str, job_id: str) -> str | None:
+    """The S3 console's page for a Batch Operations job, or None where there is no console."""
+    host: str | None = "console.aws.amazon.com"
+    for prefix, partition_host in _CONSOLE_HOSTS:
+        if region.startswith(prefix):
+            host = partition_host
+            break
+    if host is None:
+        return None
+    return f"https://{host}/s3/jobs/{quote(job_id, safe='')}?region={quote(region, safe='')}"
