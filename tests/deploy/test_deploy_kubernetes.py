@@ -320,34 +320,10 @@ def test_overlay_fills_in_namespace_role_image_and_selectors(
 # --- rules and config -------------------------------------------------------------------
 
 
-def test_prometheus_rule_is_generated_from_the_rules_file(manifests: Manifests) -> None:
-    proc = run(
-        [sys.executable, str(DEPLOY / "prometheus" / "generate_prometheusrule.py"), "--check"]
-    )
-    assert proc.returncode == 0, output_of(proc)
+def test_prometheus_rule_holds_the_rules_file(manifests: Manifests) -> None:
+    """Both are rendered from deploy/mixin (tests/deploy/test_mixin.py checks that)."""
     rules = yaml.safe_load(RULES_FILE.read_text())
     assert one(manifests, "PrometheusRule")["spec"] == {"groups": rules["groups"]}
-
-
-def test_generator_check_notices_a_stale_object(tmp_path: Path) -> None:
-    """--check must fail when the rules change and the object does not."""
-    script = DEPLOY / "prometheus" / "generate_prometheusrule.py"
-    spec = importlib.util.spec_from_file_location("generate_prometheusrule", script)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    text = RULES_FILE.read_text()
-    assert module.render(text) == (KUSTOMIZE_BASE / "prometheusrule.yaml").read_text()
-    changed = text.replace("for: 5m", "for: 6m", 1)
-    assert module.render(changed) != module.render(text)
-    # And the script's --check mode says so.
-    target = tmp_path / "prometheusrule.yaml"
-    target.write_text(module.render(changed))
-    module.__dict__["TARGET"] = target
-    assert module.main(["--check"]) == 1
-    target.write_text(module.render(text))
-    assert module.main(["--check"]) == 0
 
 
 @pytest.mark.parametrize("directory", [KUSTOMIZE_BASE, KUSTOMIZE_OVERLAY], ids=["base", "overlay"])

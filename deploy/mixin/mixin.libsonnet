@@ -1,0 +1,8 @@
+// jobwatch's monitoring mixin: import this, override _config, and take
+// prometheusAlerts, prometheusRules and grafanaDashboards from it.
+// No dependencies (no jsonnet-bundler step); `make mixin` renders it into the
+// files deploy/ ships.
+(import 'config.libsonnet') +
+(import 'alerts.libsonnet') +
+(import 'rules.libsonnet') +
+(import 'dashboards.libsonnet')
