@@ -27,6 +27,7 @@ KUSTOMIZE_OVERLAY = DEPLOY / "kubernetes" / "overlays" / "example"
 RULES_FILE = DEPLOY / "prometheus" / "jobwatch-rules.yaml"
 RULE_TESTS_DIR = DEPLOY / "prometheus" / "tests"
 ALERTMANAGER_CONFIG = DEPLOY / "alertmanager" / "alertmanager.yaml"
+ALERTMANAGER_TEMPLATES = DEPLOY / "alertmanager" / "jobwatch.tmpl"
 DASHBOARD = DEPLOY / "grafana" / "jobwatch-dashboard.json"
 RUNBOOKS = REPO / "docs" / "runbooks.md"
 
