@@ -82,11 +82,10 @@ def evaluate(mixin_dir: Path = HERE, config: str = "") -> dict[str, Any]:
     ``_config`` (e.g. ``{showMultiCluster: true}``), for tests and one-off renders."""
     import _jsonnet  # the `jsonnet` wheel
 
-    snippet = "(import 'mixin.libsonnet') + { _config+:: %s }" % (config or "{}")
     code = (
-        "local m = %s; "
+        "local m = (import 'mixin.libsonnet') + { _config+:: " + (config or "{}") + " }; "
         "{ alerts: m.prometheusAlerts, rules: m.prometheusRules, dashboards: m.grafanaDashboards }"
-    ) % snippet
+    )
     text = _jsonnet.evaluate_snippet(str(mixin_dir / "snippet.jsonnet"), code)
     value: dict[str, Any] = json.loads(text)
     return value

@@ -151,8 +151,8 @@ def test_every_alert_is_unit_tested_firing_and_silent() -> None:
         # Back to one absence for all fleets.
         (
             "JobwatchAbsent",
-            "group by (namespace, job) (up{job=\"jobwatch\"} == 1)",
-            "group by (namespace, job) (up{job=\"jobwatch\"} == 1) or on () count(up == 1)",
+            'group by (namespace, job) (up{job="jobwatch"} == 1)',
+            'group by (namespace, job) (up{job="jobwatch"} == 1) or on () count(up == 1)',
         ),
         ("JobwatchScrapeFailing", "== 0", "== 2"),
         ("S3BatchJobHighTaskFailureRatio", ">= 100", ">= 1"),

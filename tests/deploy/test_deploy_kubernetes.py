@@ -9,7 +9,6 @@ network policy, IRSA) are asserted on the objects themselves.
 
 from __future__ import annotations
 
-import importlib.util
 import ipaddress
 import json
 import os
@@ -22,7 +21,6 @@ from typing import Any
 import pytest
 import yaml
 from deploykit import (
-    DEPLOY,
     KUSTOMIZE_BASE,
     KUSTOMIZE_OVERLAY,
     REPO,

@@ -1,7 +1,8 @@
 """The sharded overlay: the base StatefulSet with one shard per pod.
 
 Rendered with ``kubectl kustomize`` and validated offline like the base; its pod
-spec must stay the base's (which test_deploy_kubernetes.py hardens) plus POD_NAME; its replicas must equal shard.total, and every pod name must give
+spec must stay the base's (which test_deploy_kubernetes.py hardens) plus POD_NAME;
+its replicas must equal shard.total, and every pod name must give
 a valid shard to ``jobwatch check-config``.
 """
 

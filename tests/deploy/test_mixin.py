@@ -34,9 +34,7 @@ def config() -> dict[str, Any]:
     import _jsonnet
 
     value: dict[str, Any] = json.loads(
-        _jsonnet.evaluate_snippet(
-            str(MIXIN / "x.jsonnet"), "(import 'mixin.libsonnet')._config"
-        )
+        _jsonnet.evaluate_snippet(str(MIXIN / "x.jsonnet"), "(import 'mixin.libsonnet')._config")
     )
     return value
 
