@@ -8,8 +8,10 @@
 // or a pod (JobwatchScrapeFailing, JobwatchDiscoveryFailing) keep them.
 //
 // Counters. A counter first scraped above zero (jobwatch counted before the first
-// scrape: the common case after a restart) has no increase() to show. Rules on
-// counters also fire for such a new series (`x > 0 unless x offset <window>`).
+// scrape: the common case after a restart) has no increase() to show. The rules
+// that fire on any count (JobwatchUnknownValues, JobwatchPollOverruns) also fire
+// for such a new series (`x > 0 unless x offset <window>`). JobwatchThrottled is a
+// ratio of rates held for 15 minutes: a new series only joins it a scrape late.
 {
   local c = $._config,
   local fleet = c.fleetLabels + (if c.showMultiCluster then [c.clusterLabel] else []),
@@ -22,13 +24,14 @@
     if c.showMultiCluster then ' (cluster {{ $labels.%s }})' % c.clusterLabel else '',
   // 'fleet namespace=a job=jobwatch', leaving out labels the alert does not have.
   local fleetText = 'fleet' + std.join('', ['{{ with $labels.%s }} %s={{ . }}{{ end }}' % [l, l] for l in fleet]),
-  local percent(ratio) = '%d%%' % std.round(ratio * 100),
-  // '15m' -> '15 minutes' (durations of one unit; others are left as written).
+  local percent(ratio) = '%d%%' % std.floor(ratio * 100 + 0.5),
+  // '15m' -> '15 minutes'; a duration of several units ('1h30m') is left as written.
   local words = { s: 'second', m: 'minute', h: 'hour', d: 'day' },
   local human(d) =
     local unit = std.substr(d, std.length(d) - 1, 1);
     local n = std.substr(d, 0, std.length(d) - 1);
-    if std.objectHas(words, unit) && std.length(std.findSubstr('m', n) + std.findSubstr('h', n) + std.findSubstr('s', n)) == 0
+    local digits = std.length([ch for ch in std.stringChars(n) if std.member('0123456789', ch)]);
+    if std.objectHas(words, unit) && n != '' && digits == std.length(n)
     then '%s %s%s' % [n, words[unit], if n == '1' then '' else 's']
     else d,
   local job = 'job {{ $labels.job_id }} in account {{ $labels.aws_account_id }}, region {{ $labels.aws_region }}',
