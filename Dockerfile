@@ -3,7 +3,7 @@
 # jobwatch container image.
 #
 #   docker build -t jobwatch:dev .
-#   docker run --rm -p 9877:9877 -v "$PWD/config/example.yaml:/etc/jobwatch/config.yaml:ro" jobwatch:dev
+#   docker run --rm -p 9877:9877 -v "$PWD/config/jobwatch.example.yaml:/etc/jobwatch/config.yaml:ro" jobwatch:dev
 #
 # Two stages: "build" makes a virtual environment in $VIRTUAL_ENV from wheels only;
 # the final stage copies that environment onto a clean slim image and runs it as a

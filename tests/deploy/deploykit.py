@@ -27,6 +27,7 @@ KUSTOMIZE_OVERLAY = DEPLOY / "kubernetes" / "overlays" / "example"
 RULES_FILE = DEPLOY / "prometheus" / "jobwatch-rules.yaml"
 RULE_TESTS_DIR = DEPLOY / "prometheus" / "tests"
 ALERTMANAGER_CONFIG = DEPLOY / "alertmanager" / "alertmanager.yaml"
+ALERTMANAGER_TEMPLATES = DEPLOY / "alertmanager" / "jobwatch.tmpl"
 DASHBOARD = DEPLOY / "grafana" / "jobwatch-dashboard.json"
 RUNBOOKS = REPO / "docs" / "runbooks.md"
 
@@ -290,6 +291,8 @@ class ProcessGroup:
     def __init__(self, logdir: Path) -> None:
         self.logdir = logdir
         self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
+        # Children stopped on purpose (stop_one): not a failure when they are gone.
+        self.stopped: set[str] = set()
 
     def start(
         self,
@@ -327,9 +330,25 @@ class ProcessGroup:
             parts.extend(lines)
         return "\n".join(parts)
 
+    def stop_one(self, name: str, grace: float = 5.0) -> int:
+        """SIGTERM one child (SIGKILL after ``grace``), as a rollout would; its exit code.
+        It stays listed, so its log is still shown at teardown."""
+        import signal
+
+        (proc,) = [p for n, p in self.children if n == name]
+        self.stopped.add(name)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            return proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            return proc.wait(timeout=grace)
+
     def assert_running(self) -> None:
         for name, proc in self.children:
-            if proc.poll() is not None:
+            if proc.poll() is not None and name not in self.stopped:
                 pytest.fail(f"{name} exited with {proc.returncode}\n{self.logs()}", pytrace=False)
 
     def stop(self, grace: float = 5.0) -> None:

@@ -30,6 +30,7 @@ REQUIRED_ALERTS = {
     "JobwatchPollsStale",
     "JobwatchThrottled",
     "JobwatchAbsent",
+    "JobwatchScrapeFailing",
     "JobwatchShardMismatch",
     "JobwatchShardMissing",
     "JobwatchDiscoveryFailing",
@@ -39,6 +40,7 @@ JOB_ALERTS = {a for a in REQUIRED_ALERTS if a.startswith("S3BatchJob")}
 # Alerts about jobwatch as a whole have no account or region to name.
 PROCESS_ALERTS = {
     "JobwatchAbsent",
+    "JobwatchScrapeFailing",
     "JobwatchUnknownValues",
     "JobwatchShardMismatch",
     "JobwatchShardMissing",
@@ -136,15 +138,29 @@ def test_every_alert_is_unit_tested_firing_and_silent() -> None:
     [
         (
             "S3BatchJobFailed",
-            's3batch_job_status{status="Failed"}',
-            's3batch_job_status{status="Failing"}',
+            's3batch_job_status{job="jobwatch", status="Failed"}',
+            's3batch_job_status{job="jobwatch", status="Failing"}',
         ),
+        # A missed scrape or a rollout would resolve it.
+        ("S3BatchJobFailed", "keep_firing_for: 10m", "keep_firing_for: 1m"),
+        # A rollout would make a second alert.
+        ("S3BatchJobFailed", "max without (instance, pod)", "max without (pod)"),
+        # A counter first scraped above zero would go unseen.
+        ("JobwatchUnknownValues", "> 0 unless", "> 1e9 unless"),
+        ("JobwatchPollOverruns", "> 0 unless", "> 1e9 unless"),
+        # Back to one absence for all fleets.
+        (
+            "JobwatchAbsent",
+            'group by (namespace, job) (up{job="jobwatch"} == 1)',
+            'group by (namespace, job) (up{job="jobwatch"} == 1) or on () count(up == 1)',
+        ),
+        ("JobwatchScrapeFailing", "== 0", "== 2"),
         ("S3BatchJobHighTaskFailureRatio", ">= 100", ">= 1"),
         ("JobwatchPollsStale", "> 600", "> 6000"),
         ("JobwatchTargetDown", "for: 5m", "for: 15m"),
         ("JobwatchShardMissing", "< max by", "<= max by"),
         # The duplicate-ordinal half of the rule (the other half ends in "or").
-        ("JobwatchShardMismatch", ") > 1\n        for: 15m", ") > 2\n        for: 15m"),
+        ("JobwatchShardMismatch", ") > 1\n    for: 15m", ") > 2\n    for: 15m"),
         ("JobwatchDiscoveryFailing", "for: 30m", "for: 10m"),
     ],
 )

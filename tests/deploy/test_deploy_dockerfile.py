@@ -65,6 +65,17 @@ def test_hadolint_sees_our_rules(tmp_path: Path) -> None:
     assert "DL3042" in proc.stdout, output_of(proc)
 
 
+def test_usage_comments_name_files_that_exist() -> None:
+    """The `docker run` example mounts a config file the repository has."""
+    comments = "\n".join(
+        line for line in DOCKERFILE.read_text().splitlines() if line.startswith("#")
+    )
+    named = re.findall(r"\$PWD/([\w./-]+?):", comments)
+    assert named, "the usage comment mounts a config file"
+    for rel in named:
+        assert (REPO / rel).is_file(), f"the Dockerfile's usage comment names {rel}"
+
+
 def test_multi_stage_on_a_slim_python_311_base(parsed: tuple[dict[str, str], list[Stage]]) -> None:
     global_args, stages = parsed
     assert len(stages) >= 2

@@ -3,11 +3,22 @@ the rules, and the plain Prometheus example that deploy.md points at."""
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
 from pathlib import Path
 
 import yaml
-from deploykit import DEPLOY, KUSTOMIZE_BASE, REPO, RULES_FILE, output_of, require_tool, run
+from deploykit import (
+    DEPLOY,
+    KUSTOMIZE_BASE,
+    REPO,
+    RULES_FILE,
+    output_of,
+    require_module,
+    require_tool,
+    run,
+)
 
 DOCS = [REPO / "docs" / "deploy.md", REPO / "docs" / "runbooks.md"]
 PROMETHEUS_EXAMPLE = DEPLOY / "prometheus" / "prometheus.example.yaml"
@@ -86,3 +97,43 @@ def test_plain_prometheus_example(tmp_path: Path) -> None:
     proc = run([require_tool("promtool"), "check", "config", str(tmp_path / "prometheus.yaml")])
     assert proc.returncode == 0, output_of(proc)
     assert "1 rule files found" in proc.stdout, output_of(proc)
+
+
+def test_runbooks_paging_model_covers_every_alert() -> None:
+    """docs/runbooks.md#paging-model: one row per alert, with its severity, who hears,
+    how often and what resolves it; critical ones page."""
+    text = (REPO / "docs" / "runbooks.md").read_text()
+    section = text.split("## Paging model", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(
+        r"^\| `(\w+)` \| (critical|warning|info) \| ([^|]+) \| ([^|]+) \| ([^|]+) \|$",
+        section,
+        flags=re.MULTILINE,
+    )
+    rules = {
+        r["alert"]: r for g in yaml.safe_load(RULES_FILE.read_text())["groups"] for r in g["rules"]
+    }
+    assert {row[0] for row in rows} == set(rules)
+    for name, severity, who, how_often, resolves in rows:
+        assert rules[name]["labels"]["severity"] == severity, name
+        assert ("pager" in who) == (severity == "critical"), name
+        assert how_often.strip(), name
+        assert resolves.strip(), name
+
+
+def test_deploy_md_mixin_example_renders(tmp_path: Path) -> None:
+    """The customisation example in docs/deploy.md, run against a vendored copy of
+    deploy/mixin, gives rules promtool accepts, with the example's selector."""
+    require_module("_jsonnet", "jsonnet")
+    import _jsonnet
+
+    text = (REPO / "docs" / "deploy.md").read_text()
+    (code,) = re.findall(r"```jsonnet\n(.*?)```", text, flags=re.DOTALL)
+    shutil.copytree(DEPLOY / "mixin", tmp_path / "jobwatch-mixin")
+    (tmp_path / "jobwatch.jsonnet").write_text(code)
+    files = json.loads(_jsonnet.evaluate_file(str(tmp_path / "jobwatch.jsonnet")))
+    rules = tmp_path / "jobwatch-rules.yaml"
+    rules.write_text(files["jobwatch-rules.yaml"])
+    proc = run([require_tool("promtool"), "check", "rules", str(rules)])
+    assert proc.returncode == 0, output_of(proc)
+    assert 'env="prod"' in rules.read_text()
+    json.loads(files["jobwatch-dashboard.json"])

@@ -19,6 +19,9 @@ GRAFANA_VARIABLES = {
     "$__range": "24h",
     "$account": ".*",
     "$region": ".*",
+    "$namespace": ".*",
+    "$cluster": ".*",
+    "$job": ".*",
 }
 # What the issue asks the dashboard to show, by panel title.
 REQUIRED_TITLES = {
@@ -66,7 +69,8 @@ def test_dashboard_metadata() -> None:
     assert d["title"]
     assert isinstance(d["schemaVersion"], int)
     names = [v["name"] for v in d["templating"]["list"]]
-    assert names == ["datasource", "account", "region"]
+    # The cluster variable comes with the mixin's showMultiCluster (tests/deploy/test_mixin.py).
+    assert names == ["datasource", "namespace", "job", "account", "region"]
 
 
 def test_panels_are_unique_laid_out_and_use_the_datasource_variable() -> None:
@@ -108,6 +112,18 @@ def test_queries_respect_the_account_and_region_selectors() -> None:
                 continue
             assert 'aws_account_id=~"$account"' in matchers, f"{where}: {name}"
             assert 'aws_region=~"$region"' in matchers or where.startswith("variable"), where
+
+
+def test_every_panel_honours_every_variable() -> None:
+    """Whatever a panel shows, choosing an account, region, namespace or job narrows it:
+    series without an account (jobwatch_build_info) are joined to the chosen targets."""
+    for panel in panels():
+        for target in panel["targets"]:
+            expr = target["expr"]
+            for variable in ("$account", "$region", "$namespace", "$job"):
+                assert variable in expr, f"{panel['title']} [{target['refId']}]: no {variable}"
+            # And the jobwatch selector of the mixin's _config.
+            assert 'job="jobwatch"' in expr, panel["title"]
 
 
 def test_every_query_is_valid_promql(tmp_path: Path) -> None:

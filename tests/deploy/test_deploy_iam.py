@@ -4,6 +4,7 @@ which also knows every IAM action name)."""
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import re
 from pathlib import Path
@@ -27,7 +28,27 @@ DOCUMENTS = [
     "jobwatch-pod-policy.json",
     "member-role-trust-policy.json",
     "member-role-policy.json",
+    "organizations-reader-trust-policy.json",
+    "organizations-reader-policy.json",
 ]
+# Every role jobwatch may assume: its trust and permission documents, and where
+# jobwatch's config names it.
+ROLES = {
+    "jobwatch-reader": ("member-role-trust-policy.json", "member-role-policy.json"),
+    "jobwatch-organizations-reader": (
+        "organizations-reader-trust-policy.json",
+        "organizations-reader-policy.json",
+    ),
+}
+# The configs deploy/ ships (the base, the overlays).
+SHIPPED_CONFIGS = sorted((DEPLOY / "kubernetes").glob("**/config.yaml"))
+# What jobwatch's account discovery calls (docs/scaling.md#permissions).
+DISCOVERY_ACTIONS = {
+    "organizations:ListAccounts",
+    "organizations:ListAccountsForParent",
+    "organizations:ListOrganizationalUnitsForParent",
+    "organizations:ListTagsForResource",
+}
 
 
 def load(name: str, values: dict[str, str] | None = None) -> dict[str, Any]:
@@ -85,8 +106,74 @@ def test_member_role_trusts_only_the_pod_role_with_the_external_id() -> None:
 def test_pod_role_only_assumes_the_reader_roles() -> None:
     doc = load("jobwatch-pod-policy.json")
     assert actions(doc) == {"sts:AssumeRole"}
-    (statement,) = statements(doc)
-    assert statement["Resource"] == "arn:aws:iam::*:role/jobwatch-reader"
+    assert {s["Resource"] for s in statements(doc)} == {
+        f"arn:aws:iam::*:role/{name}" for name in ROLES
+    }
+
+
+def test_organizations_reader_lists_accounts_and_nothing_else() -> None:
+    assert actions(load("organizations-reader-policy.json")) == DISCOVERY_ACTIONS
+    scaling = (DEPLOY.parent / "docs" / "scaling.md").read_text()
+    assert all(f'"{a}"' in scaling for a in DISCOVERY_ACTIONS)
+
+
+@pytest.mark.parametrize("name", ROLES)
+def test_every_reader_trusts_only_the_pod_role_with_the_external_id(name: str) -> None:
+    (statement,) = statements(load(ROLES[name][0], EXAMPLE))
+    assert statement["Action"] == "sts:AssumeRole"
+    assert statement["Principal"] == {"AWS": "arn:aws:iam::123456789012:role/jobwatch"}
+    assert statement["Condition"] == {"StringEquals": {"sts:ExternalId": "jobwatch-7f3c2a9e"}}
+
+
+def _assumed_roles(config: dict[str, Any]) -> list[tuple[str, str | None]]:
+    """(role ARN, external id sent) of every role the config makes jobwatch assume."""
+    defaults = config.get("defaults", {})
+    discovery = config.get("discovery") or {}
+    found = []
+    if defaults.get("role_arn"):
+        found.append((defaults["role_arn"], defaults.get("external_id")))
+    for target in config.get("targets", []):
+        if target.get("role_arn"):
+            found.append(
+                (target["role_arn"], target.get("external_id", defaults.get("external_id")))
+            )
+    if discovery.get("role_arn"):
+        found.append(
+            (discovery["role_arn"], discovery.get("external_id", defaults.get("external_id")))
+        )
+    if discovery.get("organizations_role_arn"):
+        # jobwatch sends only the discovery section's own external_id for this one.
+        found.append((discovery["organizations_role_arn"], discovery.get("external_id")))
+    return [(arn.replace("{account_id}", "444455556666"), external) for arn, external in found]
+
+
+@pytest.mark.parametrize(
+    "path", SHIPPED_CONFIGS, ids=lambda p: str(p.relative_to(DEPLOY / "kubernetes"))
+)
+def test_every_role_a_shipped_config_names_is_allowed(path: Path) -> None:
+    """The pod role may assume it, a shipped trust policy lets it (with the external
+    id the config sends), and a shipped policy says what it may do."""
+    config = yaml.safe_load(path.read_text())
+    roles = _assumed_roles(config)
+    assert roles, f"{path} names no role"
+    allowed = [
+        s["Resource"]
+        for s in statements(load("jobwatch-pod-policy.json"))
+        if s["Action"] == "sts:AssumeRole"
+    ]
+    for arn, external_id in roles:
+        assert any(fnmatch.fnmatchcase(arn, pattern) for pattern in allowed), (
+            f"{path.name}: the pod role may not assume {arn}"
+        )
+        name = arn.rsplit("/", 1)[1]
+        assert name in ROLES, f"{path.name}: deploy/iam ships no documents for role {name}"
+        trust_name, _ = ROLES[name]
+        (trust,) = statements(load(trust_name, {**EXAMPLE, "EXTERNAL_ID": str(external_id)}))
+        wanted = trust["Condition"]["StringEquals"]["sts:ExternalId"]
+        assert external_id is not None, (
+            f"{path.name}: {arn} is assumed without the external id its trust policy requires"
+        )
+        assert wanted == external_id
 
 
 def test_pod_role_trusts_only_the_service_account_via_irsa() -> None:
@@ -172,6 +259,21 @@ def test_json_documents_pass_cfn_lint(tmp_path: Path) -> None:
                         {
                             "PolicyName": "assume-readers",
                             "PolicyDocument": load("jobwatch-pod-policy.json", EXAMPLE),
+                        }
+                    ],
+                },
+            },
+            "OrganizationsReaderRole": {
+                "Type": "AWS::IAM::Role",
+                "Properties": {
+                    "RoleName": "jobwatch-organizations-reader",
+                    "AssumeRolePolicyDocument": load(
+                        "organizations-reader-trust-policy.json", EXAMPLE
+                    ),
+                    "Policies": [
+                        {
+                            "PolicyName": "list-accounts",
+                            "PolicyDocument": load("organizations-reader-policy.json", EXAMPLE),
                         }
                     ],
                 },

@@ -9,7 +9,6 @@ network policy, IRSA) are asserted on the objects themselves.
 
 from __future__ import annotations
 
-import importlib.util
 import ipaddress
 import json
 import os
@@ -22,7 +21,6 @@ from typing import Any
 import pytest
 import yaml
 from deploykit import (
-    DEPLOY,
     KUSTOMIZE_BASE,
     KUSTOMIZE_OVERLAY,
     REPO,
@@ -39,7 +37,7 @@ KUBERNETES_VERSIONS = ["1.30.0", "1.37.0"]
 EXPECTED_KINDS = {
     "ServiceAccount",
     "ConfigMap",
-    "Deployment",
+    "StatefulSet",
     "Service",
     "ServiceMonitor",
     "PrometheusRule",
@@ -57,7 +55,7 @@ def one(docs: Manifests, kind: str) -> dict[str, Any]:
 
 
 def pod_spec(docs: Manifests) -> dict[str, Any]:
-    spec: dict[str, Any] = one(docs, "Deployment")["spec"]["template"]["spec"]
+    spec: dict[str, Any] = one(docs, "StatefulSet")["spec"]["template"]["spec"]
     return spec
 
 
@@ -101,14 +99,14 @@ def test_builtin_objects_validate_against_kubernetes_schemas(
 
 
 def test_validation_catches_a_typo() -> None:
-    """The validator is strict: a misspelt field in a Deployment is an error."""
+    """The validator is strict: a misspelt field in a StatefulSet is an error."""
     require_module("kubernetes_validate", "kubernetes-validate")
     import kubernetes_validate
 
-    deployment = yaml.safe_load((KUSTOMIZE_BASE / "deployment.yaml").read_text())
-    deployment["spec"]["template"]["spec"]["containers"][0]["readinesProbe"] = {}
+    workload = yaml.safe_load((KUSTOMIZE_BASE / "statefulset.yaml").read_text())
+    workload["spec"]["template"]["spec"]["containers"][0]["readinesProbe"] = {}
     with pytest.raises(kubernetes_validate.ValidationError):
-        kubernetes_validate.validate(deployment, KUBERNETES_VERSIONS[-1], strict=True)
+        kubernetes_validate.validate(workload, KUBERNETES_VERSIONS[-1], strict=True)
 
 
 def _crd_validator(kind: str) -> Any:
@@ -158,10 +156,14 @@ def test_service_monitor_timeout_within_interval(manifests: Manifests) -> None:
 # --- the pod ----------------------------------------------------------------------------
 
 
-def test_one_replica_recreated(manifests: Manifests) -> None:
-    spec = one(manifests, "Deployment")["spec"]
+def test_one_replica_replaced_not_doubled(manifests: Manifests) -> None:
+    """A StatefulSet of one with OrderedReady deletes the old pod before it starts
+    the new one: two pods never poll (and emit events) at once."""
+    spec = one(manifests, "StatefulSet")["spec"]
     assert spec["replicas"] == 1
-    assert spec["strategy"]["type"] == "Recreate"
+    assert spec.get("podManagementPolicy", "OrderedReady") == "OrderedReady"
+    assert spec["updateStrategy"]["type"] == "RollingUpdate"
+    assert "maxUnavailable" not in spec["updateStrategy"].get("rollingUpdate", {})
 
 
 def test_pod_meets_the_restricted_pod_security_standard(manifests: Manifests) -> None:
@@ -219,7 +221,7 @@ def test_the_only_writable_volume_holds_the_state_file(manifests: Manifests) -> 
     writable = [m for m in c["volumeMounts"] if not m.get("readOnly")]
     assert len(writable) == 1
     (state,) = writable
-    assert "emptyDir" in volumes[state["name"]]
+    assert state["name"] not in volumes, "the state volume is a claim, not a pod volume"
     assert posixpath.dirname(config_of(manifests)["state_file"]) == state["mountPath"]
     (config_mount,) = [m for m in c["volumeMounts"] if m.get("readOnly")]
     assert config_mount["mountPath"] == "/etc/jobwatch"  # the image's entry point reads it
@@ -229,14 +231,50 @@ def test_the_only_writable_volume_holds_the_state_file(manifests: Manifests) -> 
     )
 
 
+def test_state_survives_pod_replacement(manifests: Manifests) -> None:
+    """The state file (stall and overdue clocks, unacknowledged events) lives on a
+    PersistentVolumeClaim of the StatefulSet, which a new pod mounts again: not on an
+    emptyDir, which every rollout would empty."""
+    workload = one(manifests, "StatefulSet")["spec"]
+    mounts = {m["name"]: m for m in container(manifests)["volumeMounts"]}
+    claims = {t["metadata"]["name"]: t["spec"] for t in workload["volumeClaimTemplates"]}
+    (state_dir,) = [m["mountPath"] for m in mounts.values() if not m.get("readOnly")]
+    (name,) = [n for n, m in mounts.items() if m["mountPath"] == state_dir]
+    assert claims[name]["accessModes"] == ["ReadWriteOnce"]
+    assert claims[name]["resources"]["requests"]["storage"] == "1Gi"
+    for volume in pod_spec(manifests)["volumes"]:
+        assert "emptyDir" not in volume, volume
+    # The pod's group may write to it.
+    assert pod_spec(manifests)["securityContext"]["fsGroup"] == 10001
+
+
+def test_network_policy_allows_node_local_dns(manifests: Manifests) -> None:
+    """NodeLocal DNSCache answers on 169.254.20.10, outside the kube-dns pods."""
+    spec = one(manifests, "NetworkPolicy")["spec"]
+    node_local = ipaddress.ip_address("169.254.20.10")
+    allowed = [
+        rule
+        for rule in spec["egress"]
+        for peer in rule["to"]
+        if "ipBlock" in peer
+        and node_local in ipaddress.ip_network(peer["ipBlock"]["cidr"])
+        and not any(
+            node_local in ipaddress.ip_network(e) for e in peer["ipBlock"].get("except", [])
+        )
+    ]
+    ports = {(p["port"], p["protocol"]) for rule in allowed for p in rule["ports"]}
+    assert ports >= {(53, "UDP"), (53, "TCP")}, ports
+
+
 # --- wiring -----------------------------------------------------------------------------
 
 
 def test_selectors_select_the_right_objects(manifests: Manifests) -> None:
-    deployment = one(manifests, "Deployment")
-    pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
+    workload = one(manifests, "StatefulSet")
+    pod_labels = workload["spec"]["template"]["metadata"]["labels"]
     service = one(manifests, "Service")
-    assert selects(deployment["spec"]["selector"]["matchLabels"], pod_labels)
+    assert selects(workload["spec"]["selector"]["matchLabels"], pod_labels)
+    assert workload["spec"]["serviceName"] == service["metadata"]["name"]
     assert selects(service["spec"]["selector"], pod_labels)
     assert selects(
         one(manifests, "PodDisruptionBudget")["spec"]["selector"]["matchLabels"], pod_labels
@@ -272,13 +310,15 @@ def test_network_policy_allows_scrapes_in_and_dns_and_https_out(manifests: Manif
     egress_ports = sorted(
         (p["port"], p["protocol"]) for rule in spec["egress"] for p in rule["ports"]
     )
-    assert egress_ports == [(53, "TCP"), (53, "UDP"), (443, "TCP")]
+    assert egress_ports == [(53, "TCP"), (53, "TCP"), (53, "UDP"), (53, "UDP"), (443, "TCP")]
     for rule in spec["egress"]:
         assert rule["to"], "every egress rule names its peers"
         for peer in rule["to"]:
             if "ipBlock" in peer:
-                assert ipaddress.ip_address("169.254.169.254") in ipaddress.ip_network(
-                    peer["ipBlock"]["except"][0]
+                imds = ipaddress.ip_address("169.254.169.254")
+                block = peer["ipBlock"]
+                assert imds not in ipaddress.ip_network(block["cidr"]) or any(
+                    imds in ipaddress.ip_network(e) for e in block.get("except", [])
                 ), "no way to the node's instance metadata credentials"
 
 
@@ -320,34 +360,10 @@ def test_overlay_fills_in_namespace_role_image_and_selectors(
 # --- rules and config -------------------------------------------------------------------
 
 
-def test_prometheus_rule_is_generated_from_the_rules_file(manifests: Manifests) -> None:
-    proc = run(
-        [sys.executable, str(DEPLOY / "prometheus" / "generate_prometheusrule.py"), "--check"]
-    )
-    assert proc.returncode == 0, output_of(proc)
+def test_prometheus_rule_holds_the_rules_file(manifests: Manifests) -> None:
+    """Both are rendered from deploy/mixin (tests/deploy/test_mixin.py checks that)."""
     rules = yaml.safe_load(RULES_FILE.read_text())
     assert one(manifests, "PrometheusRule")["spec"] == {"groups": rules["groups"]}
-
-
-def test_generator_check_notices_a_stale_object(tmp_path: Path) -> None:
-    """--check must fail when the rules change and the object does not."""
-    script = DEPLOY / "prometheus" / "generate_prometheusrule.py"
-    spec = importlib.util.spec_from_file_location("generate_prometheusrule", script)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    text = RULES_FILE.read_text()
-    assert module.render(text) == (KUSTOMIZE_BASE / "prometheusrule.yaml").read_text()
-    changed = text.replace("for: 5m", "for: 6m", 1)
-    assert module.render(changed) != module.render(text)
-    # And the script's --check mode says so.
-    target = tmp_path / "prometheusrule.yaml"
-    target.write_text(module.render(changed))
-    module.__dict__["TARGET"] = target
-    assert module.main(["--check"]) == 1
-    target.write_text(module.render(text))
-    assert module.main(["--check"]) == 0
 
 
 @pytest.mark.parametrize("directory", [KUSTOMIZE_BASE, KUSTOMIZE_OVERLAY], ids=["base", "overlay"])

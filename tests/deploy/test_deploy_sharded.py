@@ -1,8 +1,8 @@
-"""The sharded overlay: a StatefulSet in place of the Deployment, one shard per pod.
+"""The sharded overlay: the base StatefulSet with one shard per pod.
 
 Rendered with ``kubectl kustomize`` and validated offline like the base; its pod
-spec must stay the base Deployment's (which test_deploy_kubernetes.py hardens)
-plus POD_NAME; its replicas must equal shard.total, and every pod name must give
+spec must stay the base's (which test_deploy_kubernetes.py hardens) plus POD_NAME;
+its replicas must equal shard.total, and every pod name must give
 a valid shard to ``jobwatch check-config``.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import os
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,11 +30,15 @@ SHARDED = DEPLOY / "kubernetes" / "overlays" / "sharded"
 KUBERNETES_VERSIONS = ["1.30.0", "1.37.0"]
 
 
-@pytest.fixture(scope="module")
-def sharded() -> Manifests:
-    proc = run([require_tool("kubectl"), "kustomize", str(SHARDED)])
+def render(directory: Path) -> Manifests:
+    proc = run([require_tool("kubectl"), "kustomize", str(directory)])
     assert proc.returncode == 0, output_of(proc)
     return [d for d in yaml.safe_load_all(proc.stdout) if d is not None]
+
+
+@pytest.fixture(scope="module")
+def sharded() -> Manifests:
+    return render(SHARDED)
 
 
 def one(docs: Manifests, kind: str) -> dict[str, Any]:
@@ -47,7 +52,7 @@ def config_of(docs: Manifests) -> dict[str, Any]:
     return data
 
 
-def test_a_statefulset_replaces_the_deployment(sharded: Manifests) -> None:
+def test_renders_the_base_objects_and_a_namespace(sharded: Manifests) -> None:
     kinds = sorted(d["kind"] for d in sharded)
     assert kinds == sorted(
         [
@@ -96,14 +101,21 @@ def test_replicas_equal_the_shard_count_and_pods_know_their_name(sharded: Manife
     assert sts["metadata"]["name"] == "jobwatch"
 
 
-def test_pod_spec_is_the_base_deployments_plus_pod_name() -> None:
-    base = yaml.safe_load((KUSTOMIZE_BASE / "deployment.yaml").read_text())
-    sts = yaml.safe_load((SHARDED / "statefulset.yaml").read_text())
+def test_pod_spec_is_the_bases_plus_pod_name(sharded: Manifests) -> None:
+    base = one(render(KUSTOMIZE_BASE), "StatefulSet")
+    sts = one(sharded, "StatefulSet")
     ours = copy.deepcopy(sts["spec"]["template"]["spec"])
-    for container in ours["containers"]:
-        container["env"] = [e for e in container["env"] if e["name"] != "POD_NAME"]
-    assert ours == base["spec"]["template"]["spec"]
+    theirs = copy.deepcopy(base["spec"]["template"]["spec"])
+    for spec in (ours, theirs):
+        for container in spec["containers"]:
+            container["env"] = [e for e in container["env"] if e["name"] != "POD_NAME"]
+            container.pop("image")
+        for volume in spec["volumes"]:
+            volume.get("configMap", {}).pop("name", None)  # hashed from each config
+    assert ours == theirs
     assert sts["spec"]["selector"] == base["spec"]["selector"]
+    # Each shard keeps its own state volume across rollouts.
+    assert sts["spec"]["volumeClaimTemplates"] == base["spec"]["volumeClaimTemplates"]
 
 
 def test_service_monitor_scrapes_every_pod(sharded: Manifests) -> None:

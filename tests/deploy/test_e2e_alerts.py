@@ -4,11 +4,18 @@ file) -> Alertmanager (our example routing) -> a webhook served by this test.
 The scenario (tests/deploy/e2e-scenario.yaml) has one job that fails and one that
 stalls among healthy ones. Everything runs at 1/60 of production time: jobwatch
 polls every second instead of every minute, Prometheus scrapes and evaluates every
-second, and each rule's ``for`` is divided by 60 in a test copy of the rules
-(thresholds and expressions unchanged). The test asserts that S3BatchJobFailed and
-S3BatchJobStalled reach the webhook, through the receivers the example config
-routes them to, with the right account, region and job, and that no other alert
-fires. Every process is stopped in teardown, also when the test fails.
+second, and each rule's ``for`` and ``keep_firing_for`` is divided by 60 in a test
+copy of the rules (thresholds and expressions unchanged; floors for what process
+start-up takes, below). The test asserts that
+S3BatchJobFailed and S3BatchJobStalled reach the webhook, through the receivers the
+example config routes them to, with the right account, region and job, and that no
+other alert fires.
+
+Then jobwatch is rolled out mid-run, as Kubernetes would: the process is stopped,
+and a new one (same state file, another port, so another ``instance``) takes its
+place in Prometheus's service discovery. Each alert must stay the one alert it was:
+the webhook receives exactly one notification per failed job and receiver, and
+nothing resolves. Every process is stopped in teardown, also when the test fails.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import pytest
 import yaml
 from deploykit import (
     ALERTMANAGER_CONFIG,
+    ALERTMANAGER_TEMPLATES,
     DASHBOARD,
     RULES_FILE,
     ProcessGroup,
@@ -61,6 +69,9 @@ EXPECTED = {
 EXPECTED_RECEIVERS = {"S3BatchJobFailed": {"pager", "chat"}, "S3BatchJobStalled": {"chat"}}
 TIME_SCALE = 60  # production interval 60s, here 1s
 DEADLINE = 75.0  # seconds for both alerts to arrive; they take about 15-20
+#: How long to watch after the rollout for a second notification: a new alert, a
+#: repeat or a resolve (Alertmanager notifies within its 1s group_interval).
+AFTER_ROLLOUT = 10.0
 
 
 class Webhook:
@@ -119,21 +130,33 @@ def _seconds(duration: str) -> float:
     return sum(int(n) * units[u] for n, u in parts)
 
 
-#: Prometheus's own start-up (first scrape, first ingestion) is not time-scaled: on a
-#: loaded machine it alone can take a few seconds, which a 5 s ``for`` would page on.
+#: Prometheus's own start-up (first scrape, first ingestion) and a jobwatch process
+#: starting are not time-scaled: on a loaded machine either can take a few seconds,
+#: which a 5 s ``for`` on Prometheus's `up` would page on.
 ABSENCE_FOR_FLOOR = "30s"
+#: The same for the gap a rollout leaves: stopping one jobwatch and starting another
+#: takes seconds, not 1/60 of the minutes it takes a pod. keep_firing_for (10m in
+#: production) must bridge it here as it does there.
+KEEP_FIRING_FLOOR = "20s"
 
 
 def scaled_rules() -> dict[str, Any]:
-    """Our rules with every ``for`` divided by TIME_SCALE; nothing else changed, except
-    that rules on ``absent(...)`` keep at least ABSENCE_FOR_FLOOR."""
+    """Our rules with every ``for`` and ``keep_firing_for`` divided by TIME_SCALE;
+    nothing else changed, except that rules on the scrape's own ``up`` keep a ``for``
+    of at least ABSENCE_FOR_FLOOR and ``keep_firing_for`` is at least
+    KEEP_FIRING_FLOOR."""
     rules: dict[str, Any] = yaml.safe_load(RULES_FILE.read_text())
     for group in rules["groups"]:
         for rule in group["rules"]:
-            if "for" in rule:
-                rule["for"] = f"{int(_seconds(rule['for']) * 1000 / TIME_SCALE)}ms"
-                if "absent(" in rule["expr"]:
-                    rule["for"] = ABSENCE_FOR_FLOOR
+            for key in ("for", "keep_firing_for"):
+                if key in rule:
+                    rule[key] = f"{int(_seconds(rule[key]) * 1000 / TIME_SCALE)}ms"
+            if "for" in rule and re.search(r"\bup\{", rule["expr"]):
+                rule["for"] = ABSENCE_FOR_FLOOR
+            if "keep_firing_for" in rule and _seconds(rule["keep_firing_for"]) < _seconds(
+                KEEP_FIRING_FLOOR
+            ):
+                rule["keep_firing_for"] = KEEP_FIRING_FLOOR
     return rules
 
 
@@ -141,6 +164,9 @@ def alertmanager_config(webhook_url: str) -> dict[str, Any]:
     """The example config with its timings shortened and every receiver replaced by
     our webhook (the receiver's name comes along in each notification)."""
     config: dict[str, Any] = yaml.safe_load(ALERTMANAGER_CONFIG.read_text())
+    config["templates"] = [str(ALERTMANAGER_TEMPLATES)]
+    # repeat_interval stays as written (hours): a repeat inside this test would be a
+    # second notification. test_alerts_alertmanager.py checks the values themselves.
     config["route"].update(group_wait="1s", group_interval="1s")
     for route in config["route"].get("routes", []):
         route.pop("group_wait", None)
@@ -174,14 +200,15 @@ def prometheus_query(base: str, expr: str) -> dict[str, Any]:
 
 
 @pytest.mark.e2e
-def test_failed_and_stalled_jobs_reach_the_webhook_and_nothing_else(
+@pytest.mark.slow
+def test_failed_and_stalled_jobs_reach_the_webhook_once_and_nothing_else(
     tmp_path: Path, processes: ProcessGroup, webhook: Webhook
 ) -> None:
     prometheus_bin = require_tool("prometheus")
     alertmanager_bin = require_tool("prometheus-alertmanager")
     started = time.monotonic()
     env = child_env()
-    sim_port, jobwatch_port, am_port, prom_port = (free_port() for _ in range(4))
+    sim_port, jobwatch_port, am_port, prom_port, rolled_port = (free_port() for _ in range(5))
 
     # 1. The S3 Control simulator.
     processes.start(
@@ -209,6 +236,8 @@ def test_failed_and_stalled_jobs_reach_the_webhook_and_nothing_else(
         "log": {"level": "info", "format": "json"},
         "endpoint_url": f"http://127.0.0.1:{sim_port}",
         "terminal_retention": "1h",
+        # Where the StatefulSet's volume is mounted: stall clocks survive the rollout.
+        "state_file": str(tmp_path / "state" / "state.json"),
         "stall": {"no_progress": "5s"},
         "defaults": {"regions": ["us-east-1", "eu-west-1"]},
         "targets": [
@@ -216,27 +245,45 @@ def test_failed_and_stalled_jobs_reach_the_webhook_and_nothing_else(
             {"account_id": "222222222222", "labels": {"team": "analytics"}},
         ],
     }
-    config_path = tmp_path / "jobwatch.yaml"
-    config_path.write_text(yaml.safe_dump(config))
-    processes.start(
-        "jobwatch", [sys.executable, "-m", "jobwatch", "run", "-c", str(config_path)], env=env
-    )
-    jobwatch = f"http://127.0.0.1:{jobwatch_port}"
-    wait_until(
-        "jobwatch /readyz",
-        lambda: http_get(f"{jobwatch}/readyz")[0] == 200,
-        timeout=30,
-        processes=processes,
-    )
+    (tmp_path / "state").mkdir()
+    # Prometheus finds jobwatch through a file, as it would through the pods'
+    # endpoints: the rollout below moves it to another address.
+    targets_file = tmp_path / "jobwatch-targets.json"
 
-    def all_targets_up() -> bool:
-        _, metrics = http_get(f"{jobwatch}/metrics")
-        up = re.findall(rb"^jobwatch_target_up\{[^}]*\} (\S+)$", metrics, flags=re.MULTILINE)
-        return up == [b"1.0"] * 4
+    def start_jobwatch(name: str, port: int) -> str:
+        config_path = tmp_path / f"{name}.yaml"
+        config_path.write_text(yaml.safe_dump({**config, "listen": f"127.0.0.1:{port}"}))
+        processes.start(
+            name, [sys.executable, "-m", "jobwatch", "run", "-c", str(config_path)], env=env
+        )
+        url = f"http://127.0.0.1:{port}"
+        wait_until(
+            f"{name} /readyz",
+            lambda: http_get(f"{url}/readyz")[0] == 200,
+            timeout=30,
+            processes=processes,
+        )
 
-    wait_until(
-        "all four targets polled successfully", all_targets_up, timeout=30, processes=processes
-    )
+        def all_targets_up() -> bool:
+            _, metrics = http_get(f"{url}/metrics")
+            up = re.findall(rb"^jobwatch_target_up\{[^}]*\} (\S+)$", metrics, flags=re.MULTILINE)
+            return up == [b"1.0"] * 4
+
+        wait_until(
+            f"{name}: all four targets polled successfully",
+            all_targets_up,
+            timeout=30,
+            processes=processes,
+        )
+        return url
+
+    def discover(port: int) -> None:
+        staged = targets_file.with_suffix(".tmp")
+        staged.write_text(json.dumps([{"targets": [f"127.0.0.1:{port}"]}]))
+        staged.replace(targets_file)  # Prometheus never reads half a file
+
+    start_jobwatch("jobwatch", jobwatch_port)
+    discover(jobwatch_port)
 
     # 3. Alertmanager with the example routing, notifying our webhook.
     am_config = tmp_path / "alertmanager.yaml"
@@ -268,7 +315,9 @@ def test_failed_and_stalled_jobs_reach_the_webhook_and_nothing_else(
                 "scrape_configs": [
                     {
                         "job_name": "jobwatch",
-                        "static_configs": [{"targets": [f"127.0.0.1:{jobwatch_port}"]}],
+                        "file_sd_configs": [
+                            {"files": [str(targets_file)], "refresh_interval": "1s"}
+                        ],
                     }
                 ],
             }
@@ -305,10 +354,37 @@ def test_failed_and_stalled_jobs_reach_the_webhook_and_nothing_else(
         processes=processes,
     )
     arrival = time.monotonic() - started
-    # Give anything that should not fire a few more evaluations to show up.
-    time.sleep(3)
+
+    # 6. A rollout: the pod goes, a new one with the same volume comes up elsewhere.
+    processes.stop_one("jobwatch")
+    start_jobwatch("jobwatch-rolled", rolled_port)
+    discover(rolled_port)
+    wait_until(
+        "Prometheus to scrape the new jobwatch",
+        lambda: any(
+            r["metric"]["instance"] == f"127.0.0.1:{rolled_port}"
+            for r in prometheus_query(prometheus, 'up{job="jobwatch"} == 1')["data"]["result"]
+        ),
+        timeout=20,
+        processes=processes,
+    )
+    # Time for a second notification (a new alert, a repeat, a resolve) or an alert
+    # that should not fire to show up.
+    time.sleep(AFTER_ROLLOUT)
 
     notified = webhook.alerts()
+    # One notification per failed (or stalled) job and receiver, however long it
+    # fired and whichever pod exported it: no repeat, no resolve, no second alert.
+    per_job: dict[tuple[str, str, str], int] = {}
+    for receiver, _, labels in notified:
+        key = (receiver, labels["alertname"], labels.get("job_id", ""))
+        per_job[key] = per_job.get(key, 0) + 1
+    assert per_job == {
+        (receiver, name, EXPECTED[name]["job_id"]): 1
+        for name, receivers in EXPECTED_RECEIVERS.items()
+        for receiver in receivers
+    }, per_job
+    assert "instance" not in {k for _, _, labels in notified for k in labels}
     names = {labels["alertname"] for _, _, labels in notified}
     assert names == set(EXPECTED), f"unexpected alerts: {sorted(names - set(EXPECTED))}"
     for receiver, status, labels in notified:
@@ -335,12 +411,9 @@ def test_failed_and_stalled_jobs_reach_the_webhook_and_nothing_else(
     dashboard = json.loads(DASHBOARD.read_text())
     for panel in dashboard["panels"]:
         for target in panel.get("targets", []):
-            expr = (
-                target["expr"]
-                .replace("$__rate_interval", "1m")
-                .replace("$account", ".*")
-                .replace("$region", ".*")
-            )
+            expr = target["expr"].replace("$__rate_interval", "1m")
+            for variable in ("$account", "$region", "$namespace", "$job", "$cluster"):
+                expr = expr.replace(variable, ".*")
             result = prometheus_query(prometheus, expr)
             assert result["status"] == "success", (panel["title"], result)
     by_status = prometheus_query(prometheus, "sum by (status) (s3batch_jobs)")["data"]["result"]

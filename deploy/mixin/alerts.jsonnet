@@ -1,0 +1,2 @@
+// jsonnet -J . alerts.jsonnet: the alerting rules as a Prometheus rule file (JSON).
+(import 'mixin.libsonnet').prometheusAlerts

@@ -1,0 +1,2 @@
+// jsonnet -m out/ dashboards.jsonnet: one file per dashboard.
+(import 'mixin.libsonnet').grafanaDashboards
