@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -10,6 +11,7 @@ from typing import Any
 from jobwatch.app import App
 from jobwatch.clock import ManualClock
 from jobwatch.config import Config
+from jobwatch.metrics import DiscoveryCollector, JobwatchCollector, ShardCollector
 from jobwatch.simulator import Scenario, Simulator, SimulatorServer
 from jobwatch.testing import MemorySink
 
@@ -69,3 +71,11 @@ async def running(
         app = App(cfg, clock=clock, sinks=[sink])
         async with app:
             yield World(sim, app, sink, clock, server.url)
+
+
+def written(collector: JobwatchCollector | ShardCollector | DiscoveryCollector) -> bytes:
+    """What the ``/metrics`` writer writes for ``collector``, out of an event loop.
+
+    Slices of 0 s: the writer gives the loop a turn at every chance it has.
+    """
+    return b"".join(asyncio.run(collector.exposition_chunks(slice_seconds=0)))

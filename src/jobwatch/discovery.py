@@ -19,7 +19,7 @@ import hashlib
 import json
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,8 +28,6 @@ from typing import Any, Protocol
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession
 from botocore.exceptions import BotoCoreError, ClientError
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
 
 from jobwatch.clock import Clock
 from jobwatch.config import Config, DiscoveryConfig
@@ -42,7 +40,6 @@ __all__ = [
     "Account",
     "AccountSource",
     "Discovery",
-    "DiscoveryCollector",
     "DiscoveryError",
     "OrganizationsSource",
     "build_targets",
@@ -439,51 +436,3 @@ class Discovery:
         except OSError as e:
             # The list in memory is what counts; the file only helps a restart.
             _log.warning("discovery_cache_write_failed", path=str(path), error=str(e))
-
-
-class DiscoveryCollector(Collector):
-    """Discovery's health, rendered at scrape time from :class:`Discovery`."""
-
-    def __init__(self, discovery: Discovery) -> None:
-        self._d = discovery
-
-    def collect(self) -> Iterator[Metric]:
-        d = self._d
-        up = GaugeMetricFamily(
-            "jobwatch_discovery_up", "1 if the last account discovery refresh succeeded."
-        )
-        up.add_metric([], 1.0 if d.up else 0.0)
-        yield up
-        last = GaugeMetricFamily(
-            "jobwatch_discovery_last_success_timestamp_seconds",
-            "When the account list in use was last fetched successfully.",
-        )
-        if d.last_success is not None:
-            last.add_metric([], d.last_success)
-        yield last
-        accounts = GaugeMetricFamily(
-            "jobwatch_discovered_accounts",
-            "Accounts in the discovered list in use (after filters, before sharding).",
-        )
-        accounts.add_metric([], float(len(d.accounts or [])))
-        yield accounts
-        duration = GaugeMetricFamily(
-            "jobwatch_discovery_duration_seconds", "Duration of the last discovery refresh."
-        )
-        if d.last_duration is not None:
-            duration.add_metric([], d.last_duration)
-        yield duration
-        refreshes = CounterMetricFamily(
-            "jobwatch_discovery_refreshes", "Discovery refreshes by outcome.", labels=["outcome"]
-        )
-        for outcome in ("success", "failure"):
-            refreshes.add_metric([outcome], float(d.refreshes[outcome]))
-        yield refreshes
-        changes = CounterMetricFamily(
-            "jobwatch_target_changes",
-            "Targets added, removed or updated while running (discovery or config).",
-            labels=["change"],
-        )
-        for change in ("added", "removed", "updated"):
-            changes.add_metric([change], float(d.target_changes[change]))
-        yield changes
