@@ -6,12 +6,11 @@ import asyncio
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from jobwatch.app import App
 from jobwatch.clock import ManualClock
 from jobwatch.config import Config
-from jobwatch.metrics import DiscoveryCollector, JobwatchCollector, ShardCollector
 from jobwatch.simulator import Scenario, Simulator, SimulatorServer
 from jobwatch.testing import MemorySink
 
@@ -73,7 +72,13 @@ async def running(
             yield World(sim, app, sink, clock, server.url)
 
 
-def written(collector: JobwatchCollector | ShardCollector | DiscoveryCollector) -> bytes:
+class Writes(Protocol):
+    """A collector that writes its own text (jobwatch.metrics' collectors)."""
+
+    async def exposition_chunks(self, slice_seconds: float = ...) -> list[bytes]: ...
+
+
+def written(collector: Writes) -> bytes:
     """What the ``/metrics`` writer writes for ``collector``, out of an event loop.
 
     Slices of 0 s: the writer gives the loop a turn at every chance it has.

@@ -30,9 +30,11 @@ from jobwatch.discovery import Account, Discovery, OrganizationsSource
 from jobwatch.metrics import (
     DiscoveryCollector,
     ExpositionRegistry,
+    Family,
     JobwatchCollector,
     ShardCollector,
     _number,
+    _TableCollector,
     exposition_async,
     make_registry,
 )
@@ -156,6 +158,43 @@ def test_shard_and_discovery_families_are_generate_latest_byte_for_byte(
     text = asyncio.run(exposition_async(registry))
     assert text == generate_latest(registry)
     assert b"\njobwatch_discovery_refreshes_total{" in text
+
+
+Rows = list[tuple[str, str, str, float]]
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(TEXT, TEXT, TEXT, FLOAT | COUNT), max_size=5), st.none() | FLOAT)
+def test_families_of_every_shape_are_generate_latest_byte_for_byte(
+    rows: Rows, single: float | None
+) -> None:
+    """The writer has a way for families of no, one, two and more labels (named
+    out of order here); the tables use only some of them so far."""
+
+    def read(state: tuple[Rows, float | None]) -> Rows:
+        return state[0]
+
+    families: tuple[Family[tuple[Rows, float | None]], ...] = (
+        Family("t_single", "No labels.", lambda s: s[1]),
+        Family(
+            "t_one", "One.", labels=("k",), samples=lambda s: [((a,), v) for a, _, _, v in read(s)]
+        ),
+        Family(
+            "t_two",
+            'Two, "quoted" \\ help.',
+            kind="counter",
+            labels=("z", "a"),
+            samples=lambda s: [((a, b), v) for a, b, _, v in read(s)],
+        ),
+        Family(
+            "t_three",
+            "Three.",
+            labels=("b", "c", "a"),
+            samples=lambda s: [((a, b, c), v) for a, b, c, v in read(s)],
+        ),
+    )
+    collector = _TableCollector(families, lambda: (rows, single))
+    assert written(collector) == generate_latest(collector)
 
 
 def _state(jobs_per_target: int = 300) -> Store:

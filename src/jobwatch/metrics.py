@@ -610,13 +610,19 @@ class _Escaped(dict[str, str]):
 
 
 def _joined(
-    name: str, shape: _Shape, columns: Sequence[Iterable[str]], texts: Sequence[str]
+    name: str,
+    pieces: Sequence[Iterable[str]],
+    order: Sequence[int],
+    slots: Sequence[Iterable[str]],
+    texts: Sequence[str],
 ) -> Iterator[str]:
-    """Lines from a column of escaped values per slot and the value texts."""
+    """Lines, column by column: the name, the pieces of text between the label
+    slots (``order`` says which slot comes after each piece), the slots' escaped
+    values and the value texts. Every column has a line's worth per line."""
     n = len(texts)
-    parts: list[Iterable[str]] = [repeat(name + shape.pieces[0], n)]
-    for slot, piece in zip(shape.order, shape.pieces[1:], strict=True):
-        parts += (columns[slot], repeat(piece, n))
+    parts = [repeat(name, n), pieces[0]]
+    for slot, piece in zip(order, pieces[1:], strict=True):
+        parts += (slots[slot], piece)
     parts += (texts, repeat("\n", n))
     return map("".join, zip(*parts, strict=True))
 
@@ -660,8 +666,9 @@ def _sample_lines(
     rows = list(samples)
     if not rows:
         return []
-    columns = [map(escaped.__getitem__, c) for c in zip(*(r for r, _ in rows), strict=True)]
-    return _joined(name, shape, columns, [got(v) or num(v) for _, v in rows])
+    slots = [map(escaped.__getitem__, c) for c in zip(*(r for r, _ in rows), strict=True)]
+    pieces = [repeat(piece, len(rows)) for piece in shape.pieces]
+    return _joined(name, pieces, shape.order, slots, [got(v) or num(v) for _, v in rows])
 
 
 class _JobLines:
@@ -744,12 +751,7 @@ class _JobLines:
             if keep is not None:
                 slot_columns = [compress(c, keep) for c in slot_columns]
                 piece_columns = [compress(c, keep) for c in piece_columns]
-            n = len(texts)
-            parts = [repeat(name, n), piece_columns[0]]
-            for slot, piece_column in zip(orders[slots], piece_columns[1:], strict=True):
-                parts += (slot_columns[slot], piece_column)
-            parts += (texts, repeat("\n", n))
-            lines += map("".join, zip(*parts, strict=True))
+            lines += _joined(name, piece_columns, orders[slots], slot_columns, texts)
 
 
 # --------------------------------------------------------------------------- collectors
