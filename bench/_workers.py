@@ -643,18 +643,23 @@ async def _render(spec: Mapping[str, Any]) -> dict[str, Any]:
 
     client_cpu, _ = timed(lambda: generate_latest(collector))
     direct_cpu, direct = timed(lambda: _direct.write(app.store, cfg.label_names, collector))
-    fast = getattr(collector, "exposition", None)
+    # jobwatch's writer as /metrics runs it (nothing else on the loop meanwhile).
+    fast_runs = []
+    fast_out = b""
+    for _ in range(repeats):
+        gc.collect()
+        with h.measure() as span:
+            fast_out = b"".join(await collector.exposition_chunks())
+        fast_runs.append(span.cpu)
     result: dict[str, Any] = {
         "series_per_job": series,
         "bytes": len(reference),
         "prometheus_client_cpu": client_cpu,
         "direct_cpu": direct_cpu,
         "direct_identical": direct == reference,
+        "jobwatch_cpu": min(fast_runs),
+        "jobwatch_identical": fast_out == reference,
     }
-    if fast is not None:
-        fast_cpu, fast_out = timed(fast)
-        result["jobwatch_cpu"] = fast_cpu
-        result["jobwatch_identical"] = fast_out == reference
     # The whole /metrics request as a scraper sees it (gzip, as Prometheus asks).
     await app.start()
     try:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from jobwatch.app import App
 from jobwatch.clock import ManualClock
@@ -69,3 +70,17 @@ async def running(
         app = App(cfg, clock=clock, sinks=[sink])
         async with app:
             yield World(sim, app, sink, clock, server.url)
+
+
+class Writes(Protocol):
+    """A collector that writes its own text (jobwatch.metrics' collectors)."""
+
+    async def exposition_chunks(self, slice_seconds: float = ...) -> list[bytes]: ...
+
+
+def written(collector: Writes) -> bytes:
+    """What the ``/metrics`` writer writes for ``collector``, out of an event loop.
+
+    Slices of 0 s: the writer gives the loop a turn at every chance it has.
+    """
+    return b"".join(asyncio.run(collector.exposition_chunks(slice_seconds=0)))

@@ -1,8 +1,8 @@
 """The fast ``/metrics`` writer against prometheus_client, byte for byte.
 
-``JobwatchCollector.collect()`` stays the reference (tests read samples through
-``registry.get_sample_value``); ``exposition()``, ``exposition_async()`` and the
-registry's ``exposition()`` must produce exactly ``generate_latest``'s bytes for
+The collectors' ``collect()`` stays the reference (tests read samples through
+``registry.get_sample_value``); their ``exposition_chunks()`` and the registry's
+``exposition_async()`` must produce exactly ``generate_latest``'s bytes for
 any state: label names sorting anywhere among jobwatch's own, label values
 that need escaping, unknown statuses, huge, negative and non-finite numbers.
 """
@@ -23,18 +23,25 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
+from jobwatch.clock import ManualClock
+from jobwatch.config import Config
 from jobwatch.diff import EVENT_KINDS, TrackedJob
+from jobwatch.discovery import Account, Discovery, OrganizationsSource
 from jobwatch.metrics import (
+    DiscoveryCollector,
     ExpositionRegistry,
+    Family,
     JobwatchCollector,
+    ShardCollector,
     _number,
-    exposition,
+    _TableCollector,
     exposition_async,
     make_registry,
 )
 from jobwatch.model import KNOWN_STATUSES, Job, Target
+from jobwatch.shard import Shard
 from jobwatch.state import POLL_DURATION_BUCKETS, Store
-from tests.helpers import running
+from tests.helpers import running, written
 
 # Names that sort before, between and after jobwatch's own labels.
 LABEL_NAMES = ("a_first", "env", "job_type", "owner", "priority_class", "status_page", "zz")
@@ -109,10 +116,87 @@ def test_exposition_is_generate_latest_byte_for_byte(
     store, names, version = state
     collector = JobwatchCollector(store, names, version)
     expected = generate_latest(collector)
-    assert collector.exposition() == expected
-    assert asyncio.run(collector.exposition_async(slice_seconds=0)) == expected
+    assert written(collector) == expected
     registry = make_registry(collector)
-    assert exposition(registry) == generate_latest(registry) == expected
+    assert asyncio.run(exposition_async(registry)) == generate_latest(registry) == expected
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.integers(0, 2**40),
+    st.integers(1, 1000),
+    st.integers(0, 10**7),
+    st.booleans(),
+    st.none() | FLOAT,
+    st.none() | FLOAT,
+    st.none() | st.integers(0, 50),
+    st.lists(st.integers(0, 10**12), min_size=5, max_size=5),
+)
+def test_shard_and_discovery_families_are_generate_latest_byte_for_byte(
+    ordinal: int,
+    total: int,
+    candidates: int,
+    up: bool,
+    last_success: float | None,
+    last_duration: float | None,
+    accounts: int | None,
+    counts: list[int],
+) -> None:
+    shard = ShardCollector(Shard(ordinal % total, total), lambda: candidates)
+    assert written(shard) == generate_latest(shard)
+    config = Config.model_validate({"discovery": {"regions": ["us-east-1"]}})
+    assert config.discovery is not None
+    d = Discovery(config, OrganizationsSource(config.discovery), ManualClock())
+    d.up, d.last_success, d.last_duration = up, last_success, last_duration
+    if accounts is not None:
+        d.accounts = [Account(f"{n:012d}") for n in range(accounts)]
+    d.refreshes.update(success=counts[0], failure=counts[1])
+    changes = {"added": counts[2], "removed": counts[3], "updated": counts[4]}
+    discovery = DiscoveryCollector(d, changes)
+    assert written(discovery) == generate_latest(discovery)
+    registry = make_registry(JobwatchCollector(Store([])))
+    registry.register(shard)
+    registry.register(discovery)
+    text = asyncio.run(exposition_async(registry))
+    assert text == generate_latest(registry)
+    assert b"\njobwatch_discovery_refreshes_total{" in text
+
+
+Rows = list[tuple[str, str, str, float]]
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(TEXT, TEXT, TEXT, FLOAT | COUNT), max_size=5), st.none() | FLOAT)
+def test_families_of_every_shape_are_generate_latest_byte_for_byte(
+    rows: Rows, single: float | None
+) -> None:
+    """The writer has a way for families of no, one, two and more labels (named
+    out of order here); the tables use only some of them so far."""
+
+    def read(state: tuple[Rows, float | None]) -> Rows:
+        return state[0]
+
+    families: tuple[Family[tuple[Rows, float | None]], ...] = (
+        Family("t_single", "No labels.", lambda s: s[1]),
+        Family(
+            "t_one", "One.", labels=("k",), samples=lambda s: [((a,), v) for a, _, _, v in read(s)]
+        ),
+        Family(
+            "t_two",
+            'Two, "quoted" \\ help.',
+            kind="counter",
+            labels=("z", "a"),
+            samples=lambda s: [((a, b), v) for a, b, _, v in read(s)],
+        ),
+        Family(
+            "t_three",
+            "Three.",
+            labels=("b", "c", "a"),
+            samples=lambda s: [((a, b, c), v) for a, b, c, v in read(s)],
+        ),
+    )
+    collector = _TableCollector(families, lambda: (rows, single))
+    assert written(collector) == generate_latest(collector)
 
 
 def _state(jobs_per_target: int = 300) -> Store:
@@ -157,12 +241,11 @@ def test_registry_keeps_registration_order_and_other_collectors() -> None:
     assert isinstance(registry, ExpositionRegistry)
     other = Static()
     registry.register(other)
-    text = exposition(registry)
+    text = asyncio.run(exposition_async(registry))
     assert text == generate_latest(registry)
     assert text.index(b"s3batch_job_status") < text.index(b"other_thing")
-    assert asyncio.run(exposition_async(registry)) == text
     registry.unregister(other)
-    assert b"other_thing" not in exposition(registry)
+    assert b"other_thing" not in asyncio.run(exposition_async(registry))
     assert (
         registry.get_sample_value(
             "s3batch_jobs",
@@ -193,12 +276,12 @@ def test_gzip_exposition_decompresses_to_the_text() -> None:
 def test_other_registries_go_through_generate_latest() -> None:
     plain = CollectorRegistry()
     plain.register(Static())
-    assert exposition(plain) == generate_latest(plain)
     assert asyncio.run(exposition_async(plain)) == generate_latest(plain)
     with_info = ExpositionRegistry(target_info={"a": "b"})
     with_info.register(Static())
-    assert exposition(with_info) == generate_latest(with_info)
-    assert b"target_info" in exposition(with_info)
+    text = asyncio.run(exposition_async(with_info))
+    assert text == generate_latest(with_info)
+    assert b"target_info" in text
 
 
 async def test_async_writer_lets_the_loop_run_and_keeps_the_state_it_started_with() -> None:
@@ -217,13 +300,14 @@ async def test_async_writer_lets_the_loop_run_and_keeps_the_state_it_started_wit
 
     task = asyncio.create_task(other_work())
     try:
-        text = await collector.exposition_async(slice_seconds=0)
+        text = b"".join(await collector.exposition_chunks(slice_seconds=0))
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
     assert turns > 10
     assert text == before
-    assert collector.exposition() != before  # the next scrape sees the new state
+    after = b"".join(await collector.exposition_chunks(slice_seconds=0))
+    assert after != before  # the next scrape sees the new state
 
 
 async def test_metrics_endpoint_serves_the_fast_text() -> None:
@@ -262,8 +346,11 @@ async def test_metrics_endpoint_serves_the_fast_text() -> None:
 
     assert steady(served) == steady(expected)
     assert b's3batch_job_status{aws_account_id="111111111111"' in served
-    assert POLL_DURATION_BUCKETS  # the histogram is there too
-    assert b"jobwatch_poll_duration_seconds_bucket" in served
+    # The histogram: a bucket per bound and +Inf, every poll in the last one.
+    buckets = [line for line in served.split(b"\n") if b"_seconds_bucket{" in line]
+    assert len(buckets) == len(POLL_DURATION_BUCKETS) + 1
+    assert buckets[-1].startswith(b'jobwatch_poll_duration_seconds_bucket{le="+Inf"} ')
+    assert float(buckets[-1].split()[1]) == sum(w.app.store.poll_buckets) > 0
 
 
 @settings(max_examples=2000, deadline=None)

@@ -191,7 +191,8 @@ async def test_a_failed_state_write_is_counted_and_exported_and_events_still_go_
     assert store.state_writes == {"success": 0, "failure": 1}
     assert registry.get_sample_value("jobwatch_state_writes_total", {"outcome": "failure"}) == 1
     assert registry.get_sample_value("jobwatch_state_writes_total", {"outcome": "success"}) == 0
-    assert b'jobwatch_state_writes_total{outcome="failure"} 1.0\n' in collector.exposition()
+    written = b"".join(await collector.exposition_chunks(slice_seconds=0))
+    assert b'jobwatch_state_writes_total{outcome="failure"} 1.0\n' in written
 
 
 def test_without_a_state_file_the_write_counter_has_no_samples() -> None:

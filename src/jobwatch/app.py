@@ -28,19 +28,24 @@ from jobwatch.diff import DiffPolicy
 from jobwatch.discovery import (
     AccountSource,
     Discovery,
-    DiscoveryCollector,
     OrganizationsSource,
     cache_path_for,
 )
 from jobwatch.events import EventRecord, EventSink, LogSink, emit_all
 from jobwatch.http import KEEPALIVE_TIMEOUT, create_http_app
 from jobwatch.log import get_logger
-from jobwatch.metrics import JobwatchCollector, make_registry, share_cpu_turns
+from jobwatch.metrics import (
+    DiscoveryCollector,
+    JobwatchCollector,
+    ShardCollector,
+    make_registry,
+    share_cpu_turns,
+)
 from jobwatch.model import Target
 from jobwatch.persist import Committer
 from jobwatch.poller import PollSettings, TargetPoller
 from jobwatch.ratelimit import AccountRateLimiter
-from jobwatch.shard import Shard, ShardCollector, resolve_shard
+from jobwatch.shard import Shard, resolve_shard
 from jobwatch.source import JobSource, S3ControlJobSource
 from jobwatch.state import Store
 from jobwatch.supervisor import Supervisor

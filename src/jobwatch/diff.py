@@ -28,7 +28,7 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Literal, get_args
 
-from jobwatch.model import Job
+from jobwatch.model import TERMINAL_STATUSES, Job
 
 __all__ = [
     "EVENT_KINDS",
@@ -79,9 +79,11 @@ class TrackedJob:
 
     @property
     def ended_at(self) -> float | None:
-        if not self.job.terminal:
+        job = self.job
+        # Not through job.terminal: /metrics reads this for every job at every scrape.
+        if job.status not in TERMINAL_STATUSES:
             return None
-        return self.job.termination_time if self.job.termination_time else self.status_since
+        return job.termination_time or self.status_since
 
 
 @dataclass(frozen=True, slots=True)

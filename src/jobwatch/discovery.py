@@ -20,14 +20,12 @@ import hashlib
 import json
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
 from aiobotocore.session import AioSession
 from botocore.exceptions import BotoCoreError, ClientError
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
 
 from jobwatch.aws import assume_role_credentials, client_config, prepare_session, service_client
 from jobwatch.clock import Clock
@@ -41,7 +39,6 @@ __all__ = [
     "Account",
     "AccountSource",
     "Discovery",
-    "DiscoveryCollector",
     "DiscoveryError",
     "OrganizationsSource",
     "cache_path_for",
@@ -366,56 +363,3 @@ class Discovery:
         except OSError as e:
             # The list in memory is what counts; the file only helps a restart.
             _log.warning("discovery_cache_write_failed", path=str(path), error=str(e))
-
-
-class DiscoveryCollector(Collector):
-    """Discovery's health, rendered at scrape time from :class:`Discovery`.
-
-    ``changes`` counts targets added, removed and updated at run time (the poller
-    supervisor keeps it).
-    """
-
-    def __init__(self, discovery: Discovery, changes: Mapping[str, int]) -> None:
-        self._d = discovery
-        self._changes = changes
-
-    def collect(self) -> Iterator[Metric]:
-        d = self._d
-        up = GaugeMetricFamily(
-            "jobwatch_discovery_up", "1 if the last account discovery refresh succeeded."
-        )
-        up.add_metric([], 1.0 if d.up else 0.0)
-        yield up
-        last = GaugeMetricFamily(
-            "jobwatch_discovery_last_success_timestamp_seconds",
-            "When the account list in use was last fetched successfully.",
-        )
-        if d.last_success is not None:
-            last.add_metric([], d.last_success)
-        yield last
-        accounts = GaugeMetricFamily(
-            "jobwatch_discovered_accounts",
-            "Accounts in the discovered list in use (after filters, before sharding).",
-        )
-        accounts.add_metric([], float(len(d.accounts or [])))
-        yield accounts
-        duration = GaugeMetricFamily(
-            "jobwatch_discovery_duration_seconds", "Duration of the last discovery refresh."
-        )
-        if d.last_duration is not None:
-            duration.add_metric([], d.last_duration)
-        yield duration
-        refreshes = CounterMetricFamily(
-            "jobwatch_discovery_refreshes", "Discovery refreshes by outcome.", labels=["outcome"]
-        )
-        for outcome in ("success", "failure"):
-            refreshes.add_metric([outcome], float(d.refreshes[outcome]))
-        yield refreshes
-        changes = CounterMetricFamily(
-            "jobwatch_target_changes",
-            "Targets added, removed or updated while running (discovery or config).",
-            labels=["change"],
-        )
-        for change in ("added", "removed", "updated"):
-            changes.add_metric([change], float(self._changes.get(change, 0)))
-        yield changes

@@ -1,7 +1,16 @@
-"""Prometheus exposition, rendered from :class:`jobwatch.state.Store` at scrape time.
+"""Prometheus exposition: every family jobwatch exports, defined once, rendered at scrape time.
 
-Nothing is kept in prometheus_client metric objects: a job that leaves the store
-leaves ``/metrics`` on the next scrape. docs/metrics.md lists every family.
+Each family is one row of a table below: its name, help text, type, labels and
+how its samples are read from jobwatch's state. The tables drive both
+renderings: ``collect()`` (prometheus_client's metric objects: the reference,
+what ``registry.get_sample_value`` and ``generate_latest`` read) and the writer
+behind ``/metrics`` (the same text byte for byte, written straight from the
+state in slices that leave the event loop to the polls). Nothing is kept in
+metric objects between scrapes: a job that leaves the store leaves ``/metrics``
+on the next scrape.
+
+To add a per-job metric, add a row to :data:`JOB_FAMILIES`; docs/metrics.md
+lists every family.
 """
 
 from __future__ import annotations
@@ -11,11 +20,13 @@ import contextlib
 import platform
 import time
 import zlib
-from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from itertools import chain, compress, repeat
 from threading import Lock
-from typing import Any, Protocol, cast
+from typing import Any, ClassVar, Generic, NamedTuple, Protocol, TypeVar, cast
 
 from prometheus_client import generate_latest
 from prometheus_client.core import (
@@ -28,495 +39,454 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
 from jobwatch.diff import TrackedJob
-from jobwatch.model import KNOWN_STATUSES, TERMINAL_STATUSES
-from jobwatch.state import POLL_DURATION_BUCKETS, Store, TargetState
+from jobwatch.model import KNOWN_STATUSES
+from jobwatch.shard import Shard
+from jobwatch.state import POLL_DURATION_BUCKETS, Store
 
 __all__ = [
+    "DISCOVERY_FAMILIES",
+    "JOB_FAMILIES",
+    "PROCESS_FAMILIES",
+    "SHARD_FAMILIES",
+    "TARGET_FAMILIES",
+    "DiscoveryCollector",
+    "DiscoveryState",
     "ExpositionRegistry",
+    "Family",
+    "Histogram",
+    "JobFamily",
     "JobwatchCollector",
-    "exposition",
+    "ShardCollector",
     "exposition_async",
     "make_registry",
     "share_cpu_turns",
 ]
 
-_TARGET = ("aws_account_id", "aws_region")
-#: How long the asynchronous writer holds the event loop at a time.
-SLICE_SECONDS = 0.01
-#: Lines joined and encoded at a time by the asynchronous writer.
-_JOIN_STEP = 4096
-_INF = float("inf")
-#: prometheus_client's value formatting (untyped there).
-_go_float = cast(Callable[[float], str], floatToGoString)
-_BUCKET_BOUNDS = (*(str(float(b)) for b in POLL_DURATION_BUCKETS), "+Inf")
+S = TypeVar("S")
+T = TypeVar("T")
+#: A sample: its label values (in the family's ``labels`` order) and its value.
+Sample = tuple[tuple[str, ...], float]
+
+
+#: How a per-job family reads its values or label values: from a list of tracked
+#: jobs, one per job (a whole list at once, as a comprehension: a call per job
+#: would add a tenth to the cost of a scrape).
+JobColumn = Callable[[Sequence[TrackedJob]], Sequence[T]]
 
 
 @dataclass(frozen=True, slots=True)
-class _Family:
-    """A metric family: name, help, type and the labels it adds to its scope's."""
+class JobFamily:
+    """A gauge with one series per tracked job.
+
+    Its labels are the target's (``aws_account_id``, ``aws_region``, the
+    configured static labels), ``job_id``, then ``labels``: each a name and its
+    values. ``values`` gives each job's value, None where the job has no series;
+    without ``values`` the family is 1 for every job and its labels say the rest.
+    """
 
     name: str
     doc: str
-    labels: tuple[str, ...] = ()
+    values: JobColumn[float | bool | None] | None = None
+    labels: tuple[tuple[str, JobColumn[str]], ...] = ()
+    kind: ClassVar[str] = "gauge"
+
+    @property
+    def label_names(self) -> tuple[str, ...]:
+        return tuple(name for name, _ in self.labels)
+
+
+@dataclass(frozen=True, slots=True)
+class Family(Generic[S]):
+    """A gauge or counter read from one state object ``S``.
+
+    Without labels it has one sample, ``value`` (none while that is None);
+    with ``labels``, ``samples`` gives (label values, value) pairs. Per-target
+    families read a target's view, and their series also carry the target's
+    labels; the others read process-wide state.
+    """
+
+    name: str
+    doc: str
+    value: Callable[[S], float | None] | None = None
     kind: str = "gauge"
+    labels: tuple[str, ...] = ()
+    samples: Callable[[S], Iterable[Sample]] | None = None
+
+    def __post_init__(self) -> None:
+        if (self.value is None) == (self.samples is None) or bool(self.labels) != (
+            self.samples is not None
+        ):
+            raise ValueError(f"{self.name}: either a value, or labels and samples")
+
+    def read(self, state: S) -> Iterable[Sample]:
+        """The family's samples in ``state``."""
+        if self.samples is not None:
+            return self.samples(state)
+        assert self.value is not None
+        value = self.value(state)
+        return () if value is None else (((), value),)
 
 
-# Per job: the target's labels, job_id, then ``labels``. In exposition order.
-_JOB_FAMILIES = (
-    _Family("s3batch_job_status", "Current status of the job (1).", ("status",)),
-    _Family("s3batch_job_info", "Static properties of the job.", ("operation", "priority")),
-    _Family("s3batch_job_tasks", "Total number of tasks in the job."),
-    _Family("s3batch_job_tasks_succeeded", "Tasks that succeeded so far."),
-    _Family("s3batch_job_tasks_failed", "Tasks that failed so far."),
-    _Family("s3batch_job_task_failure_ratio", "Failed tasks over tasks run (0 when none ran)."),
-    _Family("s3batch_job_active_seconds", "Time the job has spent in the Active status."),
-    _Family("s3batch_job_created_timestamp_seconds", "When the job was created."),
-    _Family("s3batch_job_terminated_timestamp_seconds", "When the job ended (ended jobs only)."),
-    _Family(
-        "s3batch_job_status_since_timestamp_seconds",
-        "When jobwatch saw the job enter its current status.",
-    ),
-    _Family(
-        "s3batch_job_last_progress_timestamp_seconds",
-        "When jobwatch last saw the job's task counts move.",
-    ),
-    _Family(
-        "s3batch_job_stalled",
-        "1 if the job is Active and made no task progress for stall.no_progress.",
-    ),
-    _Family(
-        "s3batch_job_status_overdue",
-        "1 if the job is held in its status longer than stall.status_limits allows.",
-    ),
-)
-# Per target: the target's labels, then ``labels``. In exposition order.
-_TARGET_FAMILIES = (
-    _Family("s3batch_jobs", "Tracked jobs of the target by status.", ("status",)),
-    _Family("jobwatch_target_up", "1 if the target's last poll succeeded."),
-    _Family(
-        "jobwatch_target_last_success_timestamp_seconds",
-        "When the target was last polled successfully.",
-    ),
-    _Family("jobwatch_target_poll_duration_seconds", "Duration of the target's last poll."),
-    _Family("jobwatch_target_consecutive_failures", "Polls failed in a row for the target."),
-    _Family("jobwatch_target_polls", "Polls of the target by outcome.", ("outcome",), "counter"),
-    _Family(
-        "jobwatch_target_poll_overruns",
-        "Polls of the target that took longer than the interval.",
-        (),
-        "counter",
-    ),
-    _Family(
-        "jobwatch_api_requests",
-        "S3 Control HTTP requests (retries included) by operation and outcome.",
-        ("operation", "outcome"),
-        "counter",
-    ),
-)
-_EVENTS = _Family("jobwatch_events", "Events emitted by kind.", ("event",), "counter")
-_UNKNOWN = _Family(
-    "jobwatch_unknown_values",
-    "Distinct enum values from AWS that jobwatch does not know, by field.",
-    ("field",),
-    "counter",
-)
-_STATE_WRITES = _Family(
-    "jobwatch_state_writes", "State file writes by outcome.", ("outcome",), "counter"
-)
-_TARGETS = _Family("jobwatch_targets", "Configured targets.")
-_POLL_DURATION = _Family(
-    "jobwatch_poll_duration_seconds", "Duration of polls, all targets.", (), "histogram"
-)
-_BUILD = _Family(
-    "jobwatch_build_info", "jobwatch build information.", ("version", "python_version")
-)
-_POLL_OUTCOMES = ("success", "failure")
-_API_OPERATIONS = ("ListJobs", "DescribeJob")
-_API_OUTCOMES = ("success", "throttled", "error")
+@dataclass(frozen=True, slots=True)
+class Histogram(Generic[S]):
+    """A histogram without labels: ``read`` gives the cumulative buckets and the sum."""
+
+    name: str
+    doc: str
+    read: Callable[[S], tuple[Sequence[tuple[str, float]], float]]
+    kind: ClassVar[str] = "histogram"
+
+
+def _each(values: Iterable[tuple[str, float]]) -> list[Sample]:
+    """Samples of a family with one label, from (label value, value) pairs."""
+    return [((label,), value) for label, value in values]
 
 
 @dataclass(frozen=True, slots=True)
 class _TargetView:
-    """What the exposition reads of one target, taken at once."""
+    """What the families read of one target, taken at once at the start of a rendering.
 
+    A target's snapshot (``jobs``) is replaced whole by a poll, never edited, so
+    holding it here keeps the rendering on the state it started with.
+    """
+
+    #: The target's labels, in order: account, region, then the configured ones.
     fixed: tuple[tuple[str, str], ...]
     jobs: Mapping[str, TrackedJob] | None
     up: bool
     last_success: float | None
     last_duration: float | None
     consecutive_failures: int
-    polls: tuple[int, ...]
+    polls: Mapping[str, int]
     overruns: int
-    requests: tuple[int, ...]
+    requests: Mapping[tuple[str, str], int]
+
+    def status_counts(self) -> dict[str, int]:
+        """Tracked jobs by status: every known status, then unknown ones as first seen."""
+        counts = dict.fromkeys(KNOWN_STATUSES, 0)
+        if self.jobs:
+            for status, n in Counter(t.job.status for t in self.jobs.values()).items():
+                counts[status] = counts.get(status, 0) + n
+        return counts
 
 
 @dataclass(frozen=True, slots=True)
-class _Snapshot:
+class _StoreView:
+    """What the process-wide families read of the store, taken at once."""
+
     targets: list[_TargetView]
+    #: The names of the labels every target has, in the order of their ``fixed``.
+    target_labels: tuple[str, ...]
     events: list[tuple[str, int]]
     unknown: list[tuple[str, int]]
     state_writes: list[tuple[str, int]]
     target_count: int
-    poll_buckets: tuple[int, ...]
+    poll_buckets: tuple[tuple[str, float], ...]
     poll_sum: float
+    version: str
 
 
-def _metric(family: _Family, labels: Sequence[str]) -> Any:
-    names = [*labels, *family.labels]
+@dataclass(frozen=True, slots=True)
+class _ShardView:
+    ordinal: int
+    total: int
+    candidates: int
+
+
+class DiscoveryState(Protocol):
+    """What the discovery families read of ``jobwatch.discovery.Discovery``."""
+
+    @property
+    def up(self) -> bool: ...
+    @property
+    def last_success(self) -> float | None: ...
+    @property
+    def last_duration(self) -> float | None: ...
+    @property
+    def accounts(self) -> Sequence[object] | None: ...
+    @property
+    def refreshes(self) -> Mapping[str, int]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _DiscoveryView:
+    """Discovery's health, and the target changes the poller supervisor counted."""
+
+    state: DiscoveryState
+    target_changes: Mapping[str, int]
+
+
+_POLL_OUTCOMES = ("success", "failure")
+_API_OPERATIONS = ("ListJobs", "DescribeJob")
+_API_OUTCOMES = ("success", "throttled", "error")
+_API_REQUESTS = tuple((op, o) for op in _API_OPERATIONS for o in _API_OUTCOMES)
+_REFRESH_OUTCOMES = ("success", "failure")
+_TARGET_CHANGES = ("added", "removed", "updated")
+_BUCKET_BOUNDS = (*(str(float(b)) for b in POLL_DURATION_BUCKETS), "+Inf")
+
+
+# In exposition order; each family's series are listed target by target, job by job.
+JOB_FAMILIES: tuple[JobFamily, ...] = (
+    JobFamily(
+        "s3batch_job_status",
+        "Current status of the job (1).",
+        labels=(("status", lambda jobs: [t.job.status for t in jobs]),),
+    ),
+    JobFamily(
+        "s3batch_job_info",
+        "Static properties of the job.",
+        labels=(
+            ("operation", lambda jobs: [t.job.operation for t in jobs]),
+            ("priority", lambda jobs: [str(t.job.priority) for t in jobs]),
+        ),
+    ),
+    JobFamily(
+        "s3batch_job_tasks",
+        "Total number of tasks in the job.",
+        lambda jobs: [t.job.tasks_total for t in jobs],
+    ),
+    JobFamily(
+        "s3batch_job_tasks_succeeded",
+        "Tasks that succeeded so far.",
+        lambda jobs: [t.job.tasks_succeeded for t in jobs],
+    ),
+    JobFamily(
+        "s3batch_job_tasks_failed",
+        "Tasks that failed so far.",
+        lambda jobs: [t.job.tasks_failed for t in jobs],
+    ),
+    JobFamily(
+        "s3batch_job_task_failure_ratio",
+        "Failed tasks over tasks run (0 when none ran).",
+        lambda jobs: [t.job.task_failure_ratio for t in jobs],
+    ),
+    JobFamily(
+        "s3batch_job_active_seconds",
+        "Time the job has spent in the Active status.",
+        lambda jobs: [t.job.active_seconds for t in jobs],
+    ),
+    JobFamily(
+        "s3batch_job_created_timestamp_seconds",
+        "When the job was created.",
+        lambda jobs: [t.job.creation_time for t in jobs],
+    ),
+    JobFamily(
+        "s3batch_job_terminated_timestamp_seconds",
+        "When the job ended (ended jobs only).",
+        lambda jobs: [t.ended_at for t in jobs],
+    ),
+    JobFamily(
+        "s3batch_job_status_since_timestamp_seconds",
+        "When jobwatch saw the job enter its current status.",
+        lambda jobs: [t.status_since for t in jobs],
+    ),
+    JobFamily(
+        "s3batch_job_last_progress_timestamp_seconds",
+        "When jobwatch last saw the job's task counts move.",
+        lambda jobs: [t.last_progress_at for t in jobs],
+    ),
+    JobFamily(
+        "s3batch_job_stalled",
+        "1 if the job is Active and made no task progress for stall.no_progress.",
+        lambda jobs: [t.stalled for t in jobs],
+    ),
+    JobFamily(
+        "s3batch_job_status_overdue",
+        "1 if the job is held in its status longer than stall.status_limits allows.",
+        lambda jobs: [t.overdue for t in jobs],
+    ),
+)
+
+# In exposition order, after the per-job families; the target's labels come first.
+TARGET_FAMILIES: tuple[Family[_TargetView], ...] = (
+    Family(
+        "s3batch_jobs",
+        "Tracked jobs of the target by status.",
+        labels=("status",),
+        samples=lambda v: _each(v.status_counts().items()),
+    ),
+    Family("jobwatch_target_up", "1 if the target's last poll succeeded.", lambda v: v.up),
+    Family(
+        "jobwatch_target_last_success_timestamp_seconds",
+        "When the target was last polled successfully.",
+        lambda v: v.last_success,
+    ),
+    Family(
+        "jobwatch_target_poll_duration_seconds",
+        "Duration of the target's last poll.",
+        lambda v: v.last_duration,
+    ),
+    Family(
+        "jobwatch_target_consecutive_failures",
+        "Polls failed in a row for the target.",
+        lambda v: v.consecutive_failures,
+    ),
+    Family(
+        "jobwatch_target_polls",
+        "Polls of the target by outcome.",
+        kind="counter",
+        labels=("outcome",),
+        samples=lambda v: _each(v.polls.items()),
+    ),
+    Family(
+        "jobwatch_target_poll_overruns",
+        "Polls of the target that took longer than the interval.",
+        lambda v: v.overruns,
+        kind="counter",
+    ),
+    Family(
+        "jobwatch_api_requests",
+        "S3 Control HTTP requests (retries included) by operation and outcome.",
+        kind="counter",
+        labels=("operation", "outcome"),
+        samples=lambda v: v.requests.items(),
+    ),
+)
+
+# In exposition order, after the per-target families.
+PROCESS_FAMILIES: tuple[Family[_StoreView] | Histogram[_StoreView], ...] = (
+    Family(
+        "jobwatch_events",
+        "Events emitted by kind.",
+        kind="counter",
+        labels=("event",),
+        samples=lambda s: _each(s.events),
+    ),
+    Family(
+        "jobwatch_unknown_values",
+        "Distinct enum values from AWS that jobwatch does not know, by field.",
+        kind="counter",
+        labels=("field",),
+        samples=lambda s: _each(s.unknown),
+    ),
+    Family(
+        "jobwatch_state_writes",
+        "State file writes by outcome.",
+        kind="counter",
+        labels=("outcome",),
+        samples=lambda s: _each(s.state_writes),
+    ),
+    Family("jobwatch_targets", "Configured targets.", lambda s: s.target_count),
+    Histogram(
+        "jobwatch_poll_duration_seconds",
+        "Duration of polls, all targets.",
+        lambda s: (s.poll_buckets, s.poll_sum),
+    ),
+    Family(
+        "jobwatch_build_info",
+        "jobwatch build information.",
+        labels=("version", "python_version"),
+        samples=lambda s: [((s.version, platform.python_version()), 1.0)],
+    ),
+)
+
+SHARD_FAMILIES: tuple[Family[_ShardView], ...] = (
+    Family(
+        "jobwatch_shard_ordinal",
+        "The shard this process watches (0 when unsharded).",
+        lambda s: s.ordinal,
+    ),
+    Family(
+        "jobwatch_total_shards",
+        "How many shards the fleet is split into (1 when unsharded).",
+        lambda s: s.total,
+    ),
+    Family(
+        "jobwatch_shard_candidate_targets",
+        "Targets known before sharding (static and discovered); jobwatch_targets of them "
+        "hash to this shard.",
+        lambda s: s.candidates,
+    ),
+)
+
+DISCOVERY_FAMILIES: tuple[Family[_DiscoveryView], ...] = (
+    Family(
+        "jobwatch_discovery_up",
+        "1 if the last account discovery refresh succeeded.",
+        lambda d: d.state.up,
+    ),
+    Family(
+        "jobwatch_discovery_last_success_timestamp_seconds",
+        "When the account list in use was last fetched successfully.",
+        lambda d: d.state.last_success,
+    ),
+    Family(
+        "jobwatch_discovered_accounts",
+        "Accounts in the discovered list in use (after filters, before sharding).",
+        lambda d: len(d.state.accounts or ()),
+    ),
+    Family(
+        "jobwatch_discovery_duration_seconds",
+        "Duration of the last discovery refresh.",
+        lambda d: d.state.last_duration,
+    ),
+    Family(
+        "jobwatch_discovery_refreshes",
+        "Discovery refreshes by outcome.",
+        kind="counter",
+        labels=("outcome",),
+        samples=lambda d: _each((o, d.state.refreshes[o]) for o in _REFRESH_OUTCOMES),
+    ),
+    Family(
+        "jobwatch_target_changes",
+        "Targets added, removed or updated while running (discovery or config).",
+        kind="counter",
+        labels=("change",),
+        samples=lambda d: _each((c, d.target_changes[c]) for c in _TARGET_CHANGES),
+    ),
+)
+
+#: The labels every per-target and per-job series starts with (then the configured ones).
+_TARGET_LABELS = ("aws_account_id", "aws_region")
+#: The label per-job series add; the first of their label slots.
+_JOB_ID = "job_id"
+#: Each per-job family's name as shown, and its label slots: job_id, then its own labels.
+_JOB_NAMES = [f.name for f in JOB_FAMILIES]
+_JOB_SLOTS = [(_JOB_ID, *f.label_names) for f in JOB_FAMILIES]
+#: How long the asynchronous writer holds the event loop at a time.
+SLICE_SECONDS = 0.01
+#: Jobs written between two chances to pause.
+_JOB_STEP = 256
+#: Lines joined and encoded at a time by the asynchronous writer.
+_JOIN_STEP = 4096
+_INF = float("inf")
+#: prometheus_client's value formatting (untyped there).
+_go_float = cast(Callable[[float], str], floatToGoString)
+
+
+# --------------------------------------------------------------------------- collect()
+
+
+def _metric(family: JobFamily | Family[Any] | Histogram[Any], labels: Sequence[str]) -> Any:
     if family.kind == "counter":
-        return CounterMetricFamily(family.name, family.doc, labels=names)
+        return CounterMetricFamily(family.name, family.doc, labels=labels)
     if family.kind == "histogram":
-        return HistogramMetricFamily(family.name, family.doc, labels=names)
-    return GaugeMetricFamily(family.name, family.doc, labels=names)
+        return HistogramMetricFamily(family.name, family.doc, labels=labels)
+    return GaugeMetricFamily(family.name, family.doc, labels=labels)
 
 
-class JobwatchCollector(Collector):
-    """Renders every jobwatch family from the store on each ``collect()``.
+def _collected(families: Iterable[Family[S] | Histogram[S]], state: S) -> Iterator[Metric]:
+    """Families without the target's labels, as prometheus_client's metric objects."""
+    for family in families:
+        if isinstance(family, Histogram):
+            metric = _metric(family, [])
+            buckets, total = family.read(state)
+            metric.add_metric([], [(b, float(n)) for b, n in buckets], float(total))
+        else:
+            metric = _metric(family, family.labels)
+            for labels, value in family.read(state):
+                metric.add_metric(labels, float(value))
+        yield metric
 
-    :meth:`collect` is the reference rendering (what ``registry.get_sample_value``
-    and ``generate_latest`` read); :meth:`exposition` writes the same text
-    straight from the store, many times faster, for ``/metrics``.
-    """
 
-    def __init__(self, store: Store, label_names: Sequence[str] = (), version: str = "") -> None:
-        self._store = store
-        self._extra = tuple(label_names)
-        self._version = version
+def _label_rows(family: JobFamily, tracked: Sequence[TrackedJob]) -> Iterable[tuple[str, ...]]:
+    """Each job's values of the family's labels."""
+    if not family.labels:
+        return repeat((), len(tracked))
+    return zip(*(read(tracked) for _, read in family.labels), strict=True)
 
-    def _target_values(self, ts: TargetState) -> list[str]:
-        labels = dict(ts.target.labels)
-        return [ts.target.account_id, ts.target.region, *(labels.get(n, "") for n in self._extra)]
 
-    def collect(self) -> Iterator[Metric]:
-        store = self._store
-        tl = [*_TARGET, *self._extra]
-        jl = [*tl, "job_id"]
-        (status, info, tasks, succeeded, failed, ratio, active, created, terminated) = (
-            _metric(f, jl) for f in _JOB_FAMILIES[:9]
-        )
-        since, progress, stalled, overdue = (_metric(f, jl) for f in _JOB_FAMILIES[9:])
-        (by_status, up, last_ok, duration, consecutive, polls, overruns, requests) = (
-            _metric(f, tl) for f in _TARGET_FAMILIES
-        )
-
-        for ts in store.targets.values():
-            tv = self._target_values(ts)
-            up.add_metric(tv, 1.0 if ts.up else 0.0)
-            if ts.last_success is not None:
-                last_ok.add_metric(tv, ts.last_success)
-            if ts.last_duration is not None:
-                duration.add_metric(tv, ts.last_duration)
-            consecutive.add_metric(tv, float(ts.consecutive_failures))
-            for outcome in _POLL_OUTCOMES:
-                polls.add_metric([*tv, outcome], float(ts.polls[outcome]))
-            overruns.add_metric(tv, float(ts.overruns))
-            for operation in _API_OPERATIONS:
-                for outcome in _API_OUTCOMES:
-                    requests.add_metric(
-                        [*tv, operation, outcome], float(ts.api_requests[(operation, outcome)])
-                    )
-            counts = dict.fromkeys(KNOWN_STATUSES, 0)
-            for jid, t in (ts.jobs or {}).items():
-                job = t.job
-                jv = [*tv, jid]
-                counts[job.status] = counts.get(job.status, 0) + 1
-                status.add_metric([*jv, job.status], 1.0)
-                info.add_metric([*jv, job.operation, str(job.priority)], 1.0)
-                tasks.add_metric(jv, float(job.tasks_total))
-                succeeded.add_metric(jv, float(job.tasks_succeeded))
-                failed.add_metric(jv, float(job.tasks_failed))
-                ratio.add_metric(jv, job.task_failure_ratio)
-                active.add_metric(jv, job.active_seconds)
-                if job.creation_time is not None:
-                    created.add_metric(jv, job.creation_time)
-                ended = t.ended_at
-                if ended is not None:
-                    terminated.add_metric(jv, ended)
-                since.add_metric(jv, t.status_since)
-                progress.add_metric(jv, t.last_progress_at)
-                stalled.add_metric(jv, 1.0 if t.stalled else 0.0)
-                overdue.add_metric(jv, 1.0 if t.overdue else 0.0)
-            for st, n in counts.items():
-                by_status.add_metric([*tv, st], float(n))
-
-        yield from (status, info, tasks, succeeded, failed, ratio, active, created, terminated)
-        yield from (since, progress, stalled, overdue, by_status)
-        yield from (up, last_ok, duration, consecutive, polls, overruns, requests)
-
-        events = _metric(_EVENTS, [])
-        for kind, n in sorted(store.events.items()):
-            events.add_metric([kind], float(n))
-        yield events
-        unknown = _metric(_UNKNOWN, [])
-        for field_name, n in sorted(store.unknown_values.items()):
-            unknown.add_metric([field_name], float(n))
-        yield unknown
-        writes = _metric(_STATE_WRITES, [])
-        for outcome, n in sorted(store.state_writes.items()):
-            writes.add_metric([outcome], float(n))
-        yield writes
-        targets = _metric(_TARGETS, [])
-        targets.add_metric([], float(len(store.targets)))
-        yield targets
-        cumulative: list[tuple[str, float]] = []
-        running = 0
-        for bound, n in zip(_BUCKET_BOUNDS, store.poll_buckets, strict=True):
-            running += n
-            cumulative.append((bound, float(running)))
-        hist = _metric(_POLL_DURATION, [])
-        assert isinstance(hist, HistogramMetricFamily)
-        hist.add_metric([], cumulative, store.poll_sum)
-        yield hist
-        build = _metric(_BUILD, [])
-        build.add_metric([self._version, platform.python_version()], 1.0)
-        yield build
-
-    def exposition(self) -> bytes:
-        """``generate_latest(self)``, byte for byte, written straight from the store.
-
-        The text format as prometheus_client writes it (labels sorted by name,
-        values as ``floatToGoString`` gives them, families in :meth:`collect`'s
-        order), without building a metric object per sample: the cost of a
-        scrape is then a few string operations per series (docs/performance.md).
-        tests/test_perf_metrics.py holds the two renderings to the same bytes.
-        """
-        lines = self._lines(self._snapshot())
-        while True:
-            try:
-                next(lines)
-            except StopIteration as done:
-                return "".join(done.value).encode("utf-8")
-
-    async def exposition_async(self, slice_seconds: float = SLICE_SECONDS) -> bytes:
-        """:meth:`exposition`, giving the event loop a turn every ``slice_seconds``.
-
-        The text is that of the store at the moment of the call: everything the
-        rendering reads is taken first (snapshots are replaced whole, never
-        edited), so polls that finish meanwhile do not show up half-way.
-        """
-        return b"".join(await self.exposition_chunks(slice_seconds))
-
-    async def exposition_chunks(self, slice_seconds: float = SLICE_SECONDS) -> list[bytes]:
-        """:meth:`exposition_async`'s bytes in pieces of a few MB (they join to it)."""
-        lines = self._lines(self._snapshot())
-        pause = _Pauser(slice_seconds)
-        while True:
-            try:
-                next(lines)
-            except StopIteration as done:
-                parts: list[str] = done.value
-                break
-            await pause()
-        # Joining and encoding 20 MB at once would hold the loop too: in steps.
-        chunks = []
-        for start in range(0, len(parts), _JOIN_STEP):
-            chunks.append("".join(parts[start : start + _JOIN_STEP]).encode("utf-8"))
-            await pause()
-        return chunks
-
-    def _snapshot(self) -> _Snapshot:
-        store = self._store
-        targets = []
-        for ts in store.targets.values():
-            labels = dict(ts.target.labels)
-            fixed = (
-                ("aws_account_id", ts.target.account_id),
-                ("aws_region", ts.target.region),
-                *((n, labels.get(n, "")) for n in self._extra),
-            )
-            targets.append(
-                _TargetView(
-                    fixed,
-                    ts.jobs,
-                    ts.up,
-                    ts.last_success,
-                    ts.last_duration,
-                    ts.consecutive_failures,
-                    tuple(ts.polls[o] for o in _POLL_OUTCOMES),
-                    ts.overruns,
-                    tuple(
-                        ts.api_requests[(op, o)] for op in _API_OPERATIONS for o in _API_OUTCOMES
-                    ),
-                )
-            )
-        return _Snapshot(
-            targets,
-            sorted(store.events.items()),
-            sorted(store.unknown_values.items()),
-            sorted(store.state_writes.items()),
-            len(store.targets),
-            tuple(store.poll_buckets),
-            store.poll_sum,
-        )
-
-    def _lines(self, snap: _Snapshot) -> Generator[None, None, list[str]]:
-        """The exposition's lines; yields now and then so a caller can pause."""
-        version = self._version
-        memo: dict[float, str] = {}
-
-        def num(value: float) -> str:
-            # Timestamps repeat across jobs (every job of a poll shares its "now");
-            # 0.0 and -0.0 are equal keys but print differently.
-            text = memo.get(value)
-            if text is None:
-                text = _number(value)
-                if value:
-                    memo[value] = text
-            return text
-
-        got = memo.get
-        esc_memo: dict[str, str] = {}
-        esc_get = esc_memo.get
-
-        def esc(value: str) -> str:
-            text = esc_memo[value] = _escape(value)
-            return text
-
-        job_heads = [_header(f) for f in _JOB_FAMILIES]
-        job_lines: list[list[str]] = [[] for _ in _JOB_FAMILIES]
-        (status_l, info_l, tasks_l, ok_l, failed_l, ratio_l, active_l, created_l, ended_l) = (
-            job_lines[:9]
-        )
-        since_l, progress_l, stalled_l, overdue_l = job_lines[9:]
-        add_status, add_info, add_tasks, add_ok, add_failed = (
-            status_l.append,
-            info_l.append,
-            tasks_l.append,
-            ok_l.append,
-            failed_l.append,
-        )
-        add_ratio, add_active, add_created, add_ended = (
-            ratio_l.append,
-            active_l.append,
-            created_l.append,
-            ended_l.append,
-        )
-        add_since, add_progress, add_stalled, add_overdue = (
-            since_l.append,
-            progress_l.append,
-            stalled_l.append,
-            overdue_l.append,
-        )
-        target_lines: list[list[str]] = [[] for _ in _TARGET_FAMILIES]
-        (by_status_l, up_l, last_ok_l, duration_l, consecutive_l, polls_l, overruns_l) = (
-            target_lines[:7]
-        )
-        requests_l = target_lines[7]
-        names = [_shown(f) for f in _TARGET_FAMILIES]
-
-        for view in snap.targets:
-            yield
-            fixed = view.fixed
-            counts = dict.fromkeys(KNOWN_STATUSES, 0)
-            jobs = view.jobs
-            if jobs:
-                s0, s1, s2 = _pieces(_shown(_JOB_FAMILIES[0]), fixed, ("job_id", "status"))
-                i0, i1, i2, i3 = _pieces(
-                    _shown(_JOB_FAMILIES[1]), fixed, ("job_id", "operation", "priority")
-                )
-                # The other per-job families have one label slot, job_id, in one place.
-                plain = [_pieces(_shown(f), fixed, ("job_id",)) for f in _JOB_FAMILIES[2:]]
-                tail = plain[0][1]
-                (h_tasks, h_ok, h_failed, h_ratio, h_active, h_created, h_ended) = (
-                    p[0] for p in plain[:7]
-                )
-                h_since, h_progress, h_stalled, h_overdue = (p[0] for p in plain[7:])
-                for n, (jid, t) in enumerate(jobs.items(), 1):
-                    if not n & 255:
-                        yield
-                    job = t.job
-                    j = _escape(jid)
-                    mid = j + tail
-                    st = job.status
-                    counts[st] = counts.get(st, 0) + 1
-                    add_status(f"{s0}{j}{s1}{esc_get(st) or esc(st)}{s2}1.0\n")
-                    op = job.operation
-                    prio = str(job.priority)
-                    add_info(
-                        f"{i0}{j}{i1}{esc_get(op) or esc(op)}{i2}{esc_get(prio) or esc(prio)}"
-                        f"{i3}1.0\n"
-                    )
-                    ok = job.tasks_succeeded
-                    failed = job.tasks_failed
-                    run = ok + failed  # Job.task_failure_ratio, inline
-                    ratio = failed / run if run else 0.0
-                    add_tasks(f"{h_tasks}{mid}{got(job.tasks_total) or num(job.tasks_total)}\n")
-                    add_ok(f"{h_ok}{mid}{got(ok) or num(ok)}\n")
-                    add_failed(f"{h_failed}{mid}{got(failed) or num(failed)}\n")
-                    add_ratio(f"{h_ratio}{mid}{got(ratio) or num(ratio)}\n")
-                    active = job.active_seconds
-                    add_active(f"{h_active}{mid}{got(active) or num(active)}\n")
-                    created = job.creation_time
-                    if created is not None:
-                        add_created(f"{h_created}{mid}{got(created) or num(created)}\n")
-                    if st in TERMINAL_STATUSES:  # TrackedJob.ended_at, inline
-                        ended = job.termination_time or t.status_since
-                        add_ended(f"{h_ended}{mid}{got(ended) or num(ended)}\n")
-                    since = t.status_since
-                    add_since(f"{h_since}{mid}{got(since) or num(since)}\n")
-                    progress = t.last_progress_at
-                    add_progress(f"{h_progress}{mid}{got(progress) or num(progress)}\n")
-                    add_stalled(f"{h_stalled}{mid}{'1.0' if t.stalled else '0.0'}\n")
-                    add_overdue(f"{h_overdue}{mid}{'1.0' if t.overdue else '0.0'}\n")
-
-            b0, b1 = _pieces(names[0], fixed, ("status",))
-            for st, n in counts.items():
-                by_status_l.append(f"{b0}{esc(st)}{b1}{num(n)}\n")
-            whole = _pieces(names[1], fixed, ())[0]
-            up_l.append(f"{whole}{'1.0' if view.up else '0.0'}\n")
-            if view.last_success is not None:
-                last_ok_l.append(f"{_pieces(names[2], fixed, ())[0]}{num(view.last_success)}\n")
-            if view.last_duration is not None:
-                duration_l.append(f"{_pieces(names[3], fixed, ())[0]}{num(view.last_duration)}\n")
-            consecutive_l.append(
-                f"{_pieces(names[4], fixed, ())[0]}{num(view.consecutive_failures)}\n"
-            )
-            p0, p1 = _pieces(names[5], fixed, ("outcome",))
-            for outcome, n in zip(_POLL_OUTCOMES, view.polls, strict=True):
-                polls_l.append(f"{p0}{outcome}{p1}{num(n)}\n")
-            overruns_l.append(f"{_pieces(names[6], fixed, ())[0]}{num(view.overruns)}\n")
-            r0, r1, r2 = _pieces(names[7], fixed, ("operation", "outcome"))
-            counted = iter(view.requests)
-            for operation in _API_OPERATIONS:
-                for outcome in _API_OUTCOMES:
-                    value = num(next(counted))
-                    requests_l.append(f"{r0}{operation}{r1}{outcome}{r2}{value}\n")
-
-        out: list[str] = []
-        for head, lines in zip(job_heads, job_lines, strict=True):
-            out.append(head)
-            out.extend(lines)
-        for family, lines in zip(_TARGET_FAMILIES, target_lines, strict=True):
-            out.append(_header(family))
-            out.extend(lines)
-        name = _shown(_EVENTS)
-        out.append(_header(_EVENTS))
-        for kind, n in snap.events:
-            out.append(f'{name}{{event="{_escape(kind)}"}} {num(n)}\n')
-        name = _shown(_UNKNOWN)
-        out.append(_header(_UNKNOWN))
-        for field_name, n in snap.unknown:
-            out.append(f'{name}{{field="{_escape(field_name)}"}} {num(n)}\n')
-        name = _shown(_STATE_WRITES)
-        out.append(_header(_STATE_WRITES))
-        for outcome, n in snap.state_writes:
-            out.append(f'{name}{{outcome="{outcome}"}} {num(n)}\n')
-        out.append(_header(_TARGETS))
-        out.append(f"{_TARGETS.name} {num(snap.target_count)}\n")
-        name = _POLL_DURATION.name
-        out.append(_header(_POLL_DURATION))
-        running = 0
-        for bound, n in zip(_BUCKET_BOUNDS, snap.poll_buckets, strict=True):
-            running += n
-            out.append(f'{name}_bucket{{le="{bound}"}} {num(running)}\n')
-        out.append(f"{name}_count {num(running)}\n")
-        out.append(f"{name}_sum {num(snap.poll_sum)}\n")
-        out.append(_header(_BUILD))
-        out.append(
-            f'{_BUILD.name}{{python_version="{_escape(platform.python_version())}",'
-            f'version="{_escape(version)}"}} 1.0\n'
-        )
-        return out
+# --------------------------------------------------------------------------- the writer
 
 
 def _number(value: float) -> str:
@@ -535,6 +505,21 @@ def _number(value: float) -> str:
     return _go_float(value)
 
 
+class _Numbers:
+    """The texts of the values of one rendering, remembered (timestamps repeat across jobs)."""
+
+    def __init__(self) -> None:
+        self.known: dict[float, str] = {}
+
+    def text(self, value: float) -> str:
+        text = self.known.get(value)
+        if text is None:
+            text = _number(value)
+            if value:  # 0.0 and -0.0 are equal keys but print differently
+                self.known[value] = text
+        return text
+
+
 def _escape(value: str) -> str:
     """A label value as prometheus_client escapes it (backslash, newline, double quote)."""
     if "\\" in value or "\n" in value or '"' in value:
@@ -542,45 +527,450 @@ def _escape(value: str) -> str:
     return value
 
 
-def _shown(family: _Family) -> str:
+def _shown(family: JobFamily | Family[Any] | Histogram[Any]) -> str:
     """The family's name as the text format shows it (counters get ``_total``)."""
     return family.name + "_total" if family.kind == "counter" else family.name
 
 
-def _header(family: _Family) -> str:
+def _header(family: JobFamily | Family[Any] | Histogram[Any]) -> str:
     name = _shown(family)
     doc = family.doc.replace("\\", r"\\").replace("\n", r"\n")
     return f"# HELP {name} {doc}\n# TYPE {name} {family.kind}\n"
 
 
-def _pieces(name: str, fixed: Sequence[tuple[str, str]], slots: Sequence[str]) -> list[str]:
-    """A sample line of family ``name``, cut around its variable label values.
+class _Shape(NamedTuple):
+    """A sample line's labels, cut around the values of its slots.
 
-    Labels are sorted by name, as prometheus_client writes them. ``fixed``
-    values are escaped here; the values of ``slots`` are the caller's to escape
-    and put between the ``len(slots) + 1`` pieces. The last piece ends with
-    ``"} "``: a line is ``pieces[0] + v0 + pieces[1] + ... + pieces[-1] + value``.
+    A line is the family's name, ``pieces[0]``, the value of slot
+    ``order[0]``, ``pieces[1]``, ... and the sample's value: the last piece
+    ends with the space before it.
     """
-    items = sorted([*((n, _escape(v)) for n, v in fixed), *((n, None) for n in slots)])
-    pieces: list[str] = []
-    current = name + "{"
-    for i, (label, value) in enumerate(items):
-        sep = "," if i else ""
-        if value is None:
-            pieces.append(f'{current}{sep}{label}="')
-            current = '"'
-        else:
-            current += f'{sep}{label}="{value}"'
-    pieces.append(current + "} ")
-    return pieces
+
+    pieces: list[str]
+    order: list[int]
+
+
+class _Layout:
+    """Where the label slots of lines go among the fixed labels of a group of lines.
+
+    Labels are sorted by name, as prometheus_client writes them; a line without
+    labels has no braces. Every target has the same label names, so the layout
+    for a set of slots is worked out once per rendering, with a ``%s`` for each
+    fixed value: :meth:`labels` fills in one target's values.
+    """
+
+    def __init__(self, names: Sequence[str]) -> None:
+        self._names = tuple(names)
+        #: The positions of the fixed values, in the order their labels are written.
+        self._written = sorted(range(len(names)), key=names.__getitem__)
+        #: By slots: each piece's template and the fixed values it takes, and the gaps' slots.
+        self._plans: dict[tuple[str, ...], tuple[list[tuple[str, int, int]], list[int]]] = {}
+
+    def labels(self, values: Sequence[str]) -> _LabelSet:
+        """A group's labels: ``values`` are those of the names, in their order."""
+        return _LabelSet(self, tuple([_escape(values[i]) for i in self._written]))
+
+    def plan(self, slots: tuple[str, ...]) -> tuple[list[tuple[str, int, int]], list[int]]:
+        plan = self._plans.get(slots)
+        if plan is None:
+            plan = self._plans[slots] = self._cut(slots)
+        return plan
+
+    def _cut(self, slots: tuple[str, ...]) -> tuple[list[tuple[str, int, int]], list[int]]:
+        items = sorted([*((n, -1) for n in self._names), *((n, i) for i, n in enumerate(slots))])
+        if not items:
+            return [(" ", 0, 0)], []
+        templates: list[tuple[str, int, int]] = []
+        order: list[int] = []
+        current, start, used = "{", 0, 0
+        for i, (label, slot) in enumerate(items):
+            sep = "," if i else ""
+            if slot < 0:
+                current += f'{sep}{label}="%s"'
+                used += 1
+            else:
+                templates.append((f'{current}{sep}{label}="', start, used))
+                order.append(slot)
+                current, start = '"', used
+        templates.append((current + "} ", start, used))
+        return templates, order
+
+
+class _LabelSet:
+    """The fixed labels of one group of lines (a target's, or none) and its lines' shapes."""
+
+    def __init__(self, layout: _Layout, written: tuple[str, ...]) -> None:
+        self._layout = layout
+        self._written = written
+        self._shapes: dict[tuple[str, ...], _Shape] = {}
+
+    def shape(self, slots: tuple[str, ...]) -> _Shape:
+        """The shape of lines with a gap for each of ``slots``."""
+        shape = self._shapes.get(slots)
+        if shape is None:
+            templates, order = self._layout.plan(slots)
+            values = self._written
+            pieces = [template % values[a:b] for template, a, b in templates]
+            shape = self._shapes[slots] = _Shape(pieces, order)
+        return shape
+
+
+class _Escaped(dict[str, str]):
+    """Label values as the text format writes them, remembered (statuses repeat across jobs)."""
+
+    def __missing__(self, value: str) -> str:
+        text = self[value] = _escape(value)
+        return text
+
+
+def _joined(
+    name: str,
+    pieces: Sequence[Iterable[str]],
+    order: Sequence[int],
+    slots: Sequence[Iterable[str]],
+    texts: Sequence[str],
+) -> Iterator[str]:
+    """Lines, column by column: the name, the pieces of text between the label
+    slots (``order`` says which slot comes after each piece), the slots' escaped
+    values and the value texts. Every column has a line's worth per line."""
+    n = len(texts)
+    parts = [repeat(name, n), pieces[0]]
+    for slot, piece in zip(order, pieces[1:], strict=True):
+        parts += (slots[slot], piece)
+    parts += (texts, repeat("\n", n))
+    return map("".join, zip(*parts, strict=True))
+
+
+def _histogram_lines(family: Histogram[S], state: S, numbers: _Numbers) -> list[str]:
+    num = numbers.text
+    buckets, total = family.read(state)
+    name = family.name
+    lines = [f'{name}_bucket{{le="{bound}"}} {num(n)}\n' for bound, n in buckets]
+    count = buckets[-1][1] if buckets else 0.0
+    return [*lines, f"{name}_count {num(count)}\n", f"{name}_sum {num(total)}\n"]
+
+
+def _sample_lines(
+    family: Family[S],
+    name: str,
+    labels: _LabelSet,
+    state: S,
+    numbers: _Numbers,
+    escaped: _Escaped,
+) -> Iterable[str]:
+    """Lines of ``family`` (shown as ``name``) with the group's ``labels``."""
+    got = numbers.known.get
+    num = numbers.text
+    shape = labels.shape(family.labels)
+    if family.value is not None:
+        v = family.value(state)
+        return () if v is None else (f"{name}{shape.pieces[0]}{got(v) or num(v)}\n",)
+    samples = family.read(state)
+    # Fast paths for one and two label slots, the usual shapes (a line in one step).
+    if len(shape.order) == 1:
+        head, tail = shape.pieces
+        return [f"{name}{head}{escaped[k]}{tail}{got(v) or num(v)}\n" for (k,), v in samples]
+    if len(shape.order) == 2:
+        head, mid, tail = shape.pieces
+        a, b = shape.order
+        return [
+            f"{name}{head}{escaped[k[a]]}{mid}{escaped[k[b]]}{tail}{got(v) or num(v)}\n"
+            for k, v in samples
+        ]
+    rows = list(samples)
+    if not rows:
+        return []
+    slots = [map(escaped.__getitem__, c) for c in zip(*(r for r, _ in rows), strict=True)]
+    pieces = [repeat(piece, len(rows)) for piece in shape.pieces]
+    return _joined(name, pieces, shape.order, slots, [got(v) or num(v) for _, v in rows])
+
+
+class _JobLines:
+    """The per-job families' lines, written a batch of a few hundred jobs at a time.
+
+    A batch takes the jobs of consecutive targets until it is full (a big
+    target's in several batches), so a family costs one pass per batch however
+    few jobs each target has. Per family and batch: the family's values, then
+    a column per piece of text (the line's labels, cut around the slots: job_id,
+    then the family's labels) joined line by line.
+    """
+
+    def __init__(self, numbers: _Numbers, escaped: _Escaped) -> None:
+        #: The lines of each family of :data:`JOB_FAMILIES`.
+        self.out: list[list[str]] = [[] for _ in JOB_FAMILIES]
+        self.size = 0
+        self._numbers = numbers
+        self._escaped = escaped
+        self._batch: list[tuple[_LabelSet, Sequence[str], Sequence[TrackedJob]]] = []
+
+    def add(self, labels: _LabelSet, ids: Sequence[str], tracked: Sequence[TrackedJob]) -> None:
+        self._batch.append((labels, ids, tracked))
+        self.size += len(ids)
+
+    def write(self) -> None:
+        batch, self._batch, self.size = self._batch, [], 0
+        if not batch:
+            return
+        got = self._numbers.known.get
+        num = self._numbers.text
+        escaped = self._escaped
+        # Job ids hardly ever need escaping: check before calling.
+        ids = [
+            _escape(j) if "\\" in j or "\n" in j or '"' in j else j
+            for _, some, _ in batch
+            for j in some
+        ]
+        tracked = [t for _, _, some in batch for t in some] if len(batch) > 1 else batch[0][2]
+        total = len(ids)
+        # Per slots: each piece of text, one for the batch or one per job.
+        pieces: dict[tuple[str, ...], list[str | list[str]]] = {}
+        orders: dict[tuple[str, ...], list[int]] = {}
+        for slots in _JOB_SLOTS:
+            if slots in pieces:
+                continue
+            shapes = [labels.shape(slots) for labels, _, _ in batch]
+            orders[slots] = shapes[0].order
+            if len(batch) == 1:
+                pieces[slots] = list(shapes[0].pieces)
+                continue
+            counts = [len(some) for _, some, _ in batch]
+            pieces[slots] = [
+                list(
+                    chain.from_iterable(
+                        repeat(s.pieces[k], c) for s, c in zip(shapes, counts, strict=True)
+                    )
+                )
+                for k in range(len(shapes[0].pieces))
+            ]
+        for family, name, slots, lines in zip(
+            JOB_FAMILIES, _JOB_NAMES, _JOB_SLOTS, self.out, strict=True
+        ):
+            keep = None
+            if family.values is None:
+                texts = ["1.0"] * total
+            else:
+                values = family.values(tracked)
+                # Falsy values are never remembered (0.0 and -0.0 print differently);
+                # False, a flag's usual value, is common enough for its own shortcut.
+                texts = [
+                    got(v) or ("0.0" if v is False else num(v)) for v in values if v is not None
+                ]
+                if len(texts) < total:  # the jobs without a value have no series
+                    keep = [v is not None for v in values]
+            slot_columns: list[Iterable[str]] = [ids]
+            slot_columns += (map(escaped.__getitem__, read(tracked)) for _, read in family.labels)
+            piece_columns: list[Iterable[str]] = [
+                repeat(p, total) if isinstance(p, str) else p for p in pieces[slots]
+            ]
+            if keep is not None:
+                slot_columns = [compress(c, keep) for c in slot_columns]
+                piece_columns = [compress(c, keep) for c in piece_columns]
+            lines += _joined(name, piece_columns, orders[slots], slot_columns, texts)
+
+
+# --------------------------------------------------------------------------- collectors
+
+
+async def _written(lines: Generator[None, None, list[str]], slice_seconds: float) -> list[bytes]:
+    """Run a lines generator, pausing every ``slice_seconds``; the text in pieces of a few MB."""
+    pause = _Pauser(slice_seconds)
+    while True:
+        try:
+            next(lines)
+        except StopIteration as done:
+            parts: list[str] = done.value
+            break
+        await pause()
+    # Joining and encoding 20 MB at once would hold the loop too: in steps.
+    chunks = []
+    for start in range(0, len(parts), _JOIN_STEP):
+        chunks.append("".join(parts[start : start + _JOIN_STEP]).encode("utf-8"))
+        await pause()
+    return chunks
+
+
+class JobwatchCollector(Collector):
+    """The per-job, per-target and process-wide families, rendered from the store.
+
+    :meth:`collect` is the reference rendering; :meth:`exposition_chunks`
+    writes the same text straight from the store, many times faster, for
+    ``/metrics`` (tests/test_perf_metrics.py holds the two to the same bytes).
+    """
+
+    def __init__(self, store: Store, label_names: Sequence[str] = (), version: str = "") -> None:
+        self._store = store
+        self._extra = tuple(label_names)
+        self._target_labels = (*_TARGET_LABELS, *self._extra)
+        self._version = version
+
+    def _snapshot(self) -> _StoreView:
+        store = self._store
+        targets = []
+        for ts in store.targets.values():
+            labels = dict(ts.target.labels)
+            values = (
+                ts.target.account_id,
+                ts.target.region,
+                *(labels.get(n, "") for n in self._extra),
+            )
+            targets.append(
+                _TargetView(
+                    fixed=tuple(zip(self._target_labels, values, strict=True)),
+                    jobs=ts.jobs,
+                    up=ts.up,
+                    last_success=ts.last_success,
+                    last_duration=ts.last_duration,
+                    consecutive_failures=ts.consecutive_failures,
+                    polls={o: ts.polls[o] for o in _POLL_OUTCOMES},
+                    overruns=ts.overruns,
+                    requests={k: ts.api_requests[k] for k in _API_REQUESTS},
+                )
+            )
+        cumulative = []
+        running = 0
+        for bound, n in zip(_BUCKET_BOUNDS, store.poll_buckets, strict=True):
+            running += n
+            cumulative.append((bound, float(running)))
+        return _StoreView(
+            targets=targets,
+            target_labels=self._target_labels,
+            events=sorted(store.events.items()),
+            unknown=sorted(store.unknown_values.items()),
+            state_writes=sorted(store.state_writes.items()),
+            target_count=len(store.targets),
+            poll_buckets=tuple(cumulative),
+            poll_sum=store.poll_sum,
+            version=self._version,
+        )
+
+    def collect(self) -> Iterator[Metric]:
+        snap = self._snapshot()
+        names = self._target_labels
+        per_job = [_metric(f, [*names, _JOB_ID, *f.label_names]) for f in JOB_FAMILIES]
+        per_target = [_metric(f, [*names, *f.labels]) for f in TARGET_FAMILIES]
+        for view in snap.targets:
+            fixed = [value for _, value in view.fixed]
+            jobs = view.jobs or {}
+            tracked = list(jobs.values())
+            for job_family, metric in zip(JOB_FAMILIES, per_job, strict=True):
+                read = job_family.values
+                values = [1.0] * len(tracked) if read is None else read(tracked)
+                extra = _label_rows(job_family, tracked)
+                for job_id, value, labels in zip(jobs, values, extra, strict=True):
+                    if value is not None:
+                        metric.add_metric([*fixed, job_id, *labels], float(value))
+            for family, metric in zip(TARGET_FAMILIES, per_target, strict=True):
+                for labels, n in family.read(view):
+                    metric.add_metric([*fixed, *labels], float(n))
+        yield from per_job
+        yield from per_target
+        yield from _collected(PROCESS_FAMILIES, snap)
+
+    async def exposition_chunks(self, slice_seconds: float = SLICE_SECONDS) -> list[bytes]:
+        """``generate_latest(self)``, byte for byte, giving the loop a turn every ``slice_seconds``.
+
+        The text is that of the store at the moment of the call: everything the
+        rendering reads is taken first (snapshots are replaced whole, never
+        edited), so polls that finish meanwhile do not show up half-way. It
+        comes in pieces of a few MB that join to the whole.
+        """
+        return await _written(self._lines(self._snapshot()), slice_seconds)
+
+    @staticmethod
+    def _lines(snap: _StoreView) -> Generator[None, None, list[str]]:
+        numbers = _Numbers()
+        escaped = _Escaped()
+        per_job = _JobLines(numbers, escaped)
+        per_target: list[list[str]] = [[] for _ in TARGET_FAMILIES]
+        names = [_shown(f) for f in TARGET_FAMILIES]
+        layout = _Layout(snap.target_labels)
+        for view in snap.targets:
+            yield
+            labels = layout.labels([value for _, value in view.fixed])
+            if view.jobs:
+                ids = list(view.jobs)
+                tracked = list(view.jobs.values())
+                for start in range(0, len(ids), _JOB_STEP):
+                    end = start + _JOB_STEP
+                    per_job.add(labels, ids[start:end], tracked[start:end])
+                    if per_job.size >= _JOB_STEP:
+                        per_job.write()
+                        yield
+            for family, name, lines in zip(TARGET_FAMILIES, names, per_target, strict=True):
+                lines += _sample_lines(family, name, labels, view, numbers, escaped)
+        per_job.write()
+        out: list[str] = []
+        for job_family, lines in zip(JOB_FAMILIES, per_job.out, strict=True):
+            out.append(_header(job_family))
+            out += lines
+        for family, lines in zip(TARGET_FAMILIES, per_target, strict=True):
+            out.append(_header(family))
+            out += lines
+        unlabelled = _Layout(()).labels(())
+        for process_family in PROCESS_FAMILIES:
+            out.append(_header(process_family))
+            if isinstance(process_family, Histogram):
+                out += _histogram_lines(process_family, snap, numbers)
+            else:
+                name = _shown(process_family)
+                out += _sample_lines(process_family, name, unlabelled, snap, numbers, escaped)
+        return out
+
+
+class _TableCollector(Collector, Generic[S]):
+    """Families read from one small state object, taken at each rendering."""
+
+    def __init__(self, families: Sequence[Family[S]], read: Callable[[], S]) -> None:
+        self._families = families
+        self._read = read
+
+    def collect(self) -> Iterator[Metric]:
+        return _collected(self._families, self._read())
+
+    async def exposition_chunks(self, slice_seconds: float = SLICE_SECONDS) -> list[bytes]:
+        """``generate_latest(self)``, byte for byte (a few lines: no pause needed)."""
+        state = self._read()
+        numbers = _Numbers()
+        unlabelled = _Layout(()).labels(())
+        escaped = _Escaped()
+        out: list[str] = []
+        for family in self._families:
+            out.append(_header(family))
+            out += _sample_lines(family, _shown(family), unlabelled, state, numbers, escaped)
+        return ["".join(out).encode("utf-8")]
+
+
+class ShardCollector(_TableCollector[_ShardView]):
+    """:data:`SHARD_FAMILIES` of this process's ``shard``.
+
+    ``candidates`` returns how many targets are known before sharding (static and
+    discovered), so ``sum(jobwatch_targets)`` across shards can be checked against it.
+    """
+
+    def __init__(self, shard: Shard, candidates: Callable[[], int]) -> None:
+        super().__init__(
+            SHARD_FAMILIES, lambda: _ShardView(shard.ordinal, shard.total, candidates())
+        )
+
+
+class DiscoveryCollector(_TableCollector[_DiscoveryView]):
+    """:data:`DISCOVERY_FAMILIES`: account discovery's health, read from ``discovery``,
+    and ``target_changes`` (kept by :class:`jobwatch.supervisor.Supervisor`)."""
+
+    def __init__(self, discovery: DiscoveryState, target_changes: Mapping[str, int]) -> None:
+        view = _DiscoveryView(discovery, target_changes)
+        super().__init__(DISCOVERY_FAMILIES, lambda: view)
+
+
+# --------------------------------------------------------------------------- the registry
 
 
 class ExpositionRegistry(CollectorRegistry):
-    """A registry whose :meth:`exposition` is ``generate_latest(self)``, faster.
+    """A registry whose :meth:`exposition_async` is ``generate_latest(self)``, faster.
 
-    Collectors with an ``exposition() -> bytes`` method (:class:`JobwatchCollector`)
-    write their own text; the others go through ``generate_latest`` one by one,
-    in registration order, which is the order ``collect()`` uses.
+    Collectors with an ``exposition_chunks()`` method (jobwatch's own) write
+    their own text; the others go through ``generate_latest`` one by one, in
+    registration order, which is the order ``collect()`` uses.
     """
 
     def __init__(
@@ -603,19 +993,8 @@ class ExpositionRegistry(CollectorRegistry):
         with self._order_lock:
             self._in_order.remove(collector)
 
-    def exposition(self) -> bytes:
-        if self.get_target_info() is not None:
-            return generate_latest(self)  # target_info comes first; rare, keep it simple
-        with self._order_lock:
-            collectors = list(self._in_order)
-        parts = []
-        for collector in collectors:
-            write = getattr(collector, "exposition", None)
-            parts.append(write() if callable(write) else generate_latest(collector))
-        return b"".join(parts)
-
     async def exposition_async(self, *, gzip: bool = False) -> bytes:
-        """:meth:`exposition` (gzip-compressed if asked), letting the loop run meanwhile.
+        """``generate_latest(self)`` (gzip-compressed if asked), letting the loop run meanwhile.
 
         Compression is level 1, as Prometheus's Go client does: a third of the
         CPU of level 6 for about 10% more bytes. It runs here, in slices, rather
@@ -623,7 +1002,7 @@ class ExpositionRegistry(CollectorRegistry):
         """
         async with self.turns.hold() if self.turns is not None else contextlib.nullcontext():
             if self.get_target_info() is not None:
-                chunks = [generate_latest(self)]
+                chunks = [generate_latest(self)]  # target_info comes first; rare, keep it simple
             else:
                 with self._order_lock:
                     collectors = list(self._in_order)
@@ -669,15 +1048,8 @@ def share_cpu_turns(registry: CollectorRegistry, turns: _Turns) -> None:
         registry.turns = turns
 
 
-def exposition(registry: CollectorRegistry) -> bytes:
-    """The text format of everything in ``registry``, as ``generate_latest`` writes it."""
-    if isinstance(registry, ExpositionRegistry):
-        return registry.exposition()
-    return generate_latest(registry)
-
-
 async def exposition_async(registry: CollectorRegistry, *, gzip: bool = False) -> bytes:
-    """:func:`exposition` for ``/metrics``: the same bytes (or their gzip), without
+    """What ``/metrics`` serves: ``generate_latest(registry)`` (or its gzip), without
     holding the loop.
 
     A state of 100,000 series takes about 0.1 s to write; the loop gets a turn

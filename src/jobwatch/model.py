@@ -152,7 +152,8 @@ class Job:
 
     @property
     def task_failure_ratio(self) -> float:
-        run = self.tasks_run
+        # Not through tasks_run: /metrics reads this for every job at every scrape.
+        run = self.tasks_succeeded + self.tasks_failed
         return self.tasks_failed / run if run else 0.0
 
 

@@ -17,11 +17,8 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
-
-from prometheus_client.core import GaugeMetricFamily, Metric
-from prometheus_client.registry import Collector
 
 from jobwatch.errors import ConfigError
 from jobwatch.model import Target
@@ -29,7 +26,6 @@ from jobwatch.model import Target
 __all__ = [
     "MAX_SHARDS",
     "Shard",
-    "ShardCollector",
     "ordinal_from_pod",
     "resolve_shard",
     "shard_of",
@@ -142,34 +138,3 @@ def resolve_shard(
                 "make them equal"
             )
         raise ConfigError([f"shard: {e}{hint}"]) from None
-
-
-class ShardCollector(Collector):
-    """``jobwatch_shard_ordinal``, ``jobwatch_total_shards`` and the candidate count.
-
-    ``candidates`` returns how many targets are known before sharding (static and
-    discovered), so ``sum(jobwatch_targets)`` across shards can be checked against it.
-    """
-
-    def __init__(self, shard: Shard, candidates: Callable[[], int]) -> None:
-        self._shard = shard
-        self._candidates = candidates
-
-    def collect(self) -> Iterator[Metric]:
-        ordinal = GaugeMetricFamily(
-            "jobwatch_shard_ordinal", "The shard this process watches (0 when unsharded)."
-        )
-        ordinal.add_metric([], float(self._shard.ordinal))
-        yield ordinal
-        total = GaugeMetricFamily(
-            "jobwatch_total_shards", "How many shards the fleet is split into (1 when unsharded)."
-        )
-        total.add_metric([], float(self._shard.total))
-        yield total
-        candidates = GaugeMetricFamily(
-            "jobwatch_shard_candidate_targets",
-            "Targets known before sharding (static and discovered); jobwatch_targets of them "
-            "hash to this shard.",
-        )
-        candidates.add_metric([], float(self._candidates()))
-        yield candidates

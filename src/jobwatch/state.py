@@ -51,7 +51,6 @@ class Store:
         self._unknown_seen: dict[str, set[str]] = {"status": set(), "operation": set()}
         self.poll_buckets: list[int] = [0] * (len(POLL_DURATION_BUCKETS) + 1)
         self.poll_sum = 0.0
-        self.poll_count = 0
         #: Called after a target's snapshot changed (the state file saver listens).
         self.on_change: Callable[[], None] | None = None
 
@@ -105,7 +104,6 @@ class Store:
         self.targets[key].last_duration = seconds
         self.poll_buckets[bisect.bisect_left(POLL_DURATION_BUCKETS, seconds)] += 1
         self.poll_sum += seconds
-        self.poll_count += 1
 
     def record_api_request(self, key: tuple[str, str], operation: str, outcome: str) -> None:
         ts = self.targets.get(key)
