@@ -208,7 +208,9 @@ async def test_throttled_and_denied_accounts_do_not_affect_the_others() -> None:
         assert requests(B, "throttled") == 9
         assert w.sim.request_count("ListJobs", account=B) == 9
         assert requests(C, "error") == 3  # AccessDenied is not retried
-        assert requests(A, "success") == 3
+        # The first poll lists everything; each later one lists the running jobs,
+        # then the jobs that ended since the last poll: 1 + 2 + 2.
+        assert requests(A, "success") == 5
         assert w.app.store[(C, "us-east-1")].last_error == "AccessDenied"
         assert (
             w.sample(
@@ -299,13 +301,14 @@ async def test_steady_state_cycle_requests_only_active_jobs() -> None:
         assert len(w.tracked(A, "us-east-1")) == 20  # history past retention is not tracked
         w.sim.reset_stats()
         await w.step(10)
-        assert w.sim.request_count("ListJobs", account=A) == 1
+        # The running jobs, then one small page of recently ended ones (none).
+        assert w.sim.request_count("ListJobs", account=A) == 2
         assert w.sim.request_count("DescribeJob", account=A) == 0
         # One live job ends: exactly one DescribeJob tells how.
         w.sim.fail_job(A, "us-east-1", "live-job-1", reason="boom")
         w.sim.reset_stats()
         await w.step(10)
-        assert w.sim.request_count("ListJobs", account=A) == 1
+        assert w.sim.request_count("ListJobs", account=A) == 2
         # one to learn how it ended, none more: the job_failed detail is reused.
         assert w.sim.request_count("DescribeJob", account=A) == 1
         assert w.tracked(A, "us-east-1")["live-job-1"] in ("Failing", "Failed")

@@ -28,7 +28,7 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Literal, get_args
 
-from jobwatch.model import TERMINAL_STATUSES, Job
+from jobwatch.model import NON_TERMINAL_STATUSES, TERMINAL_STATUSES, Job
 
 __all__ = [
     "EVENT_KINDS",
@@ -54,6 +54,8 @@ EventKind = Literal[
 EVENT_KINDS: tuple[EventKind, ...] = get_args(EventKind)
 #: Statuses whose start is no later than the job's creation as far as we can tell.
 _STARTS_AT_CREATION = frozenset({"New", "Preparing"})
+#: The statuses an incremental listing asks for.
+_LISTED = frozenset(NON_TERMINAL_STATUSES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,13 +108,15 @@ class DiffResult:
 
 
 def departed(previous: Mapping[str, TrackedJob], listing: Iterable[Job]) -> list[str]:
-    """Non-terminal tracked jobs missing from an incremental (non-terminal) listing.
+    """Tracked jobs in a listed non-terminal status, missing from an incremental listing.
 
     They have most likely ended; the caller asks DescribeJob for each and feeds
     the answers back into :func:`diff` (or names them in ``gone``).
     """
     listed = {j.job_id for j in listing}
-    return [jid for jid, t in previous.items() if not t.job.terminal and jid not in listed]
+    # A status jobwatch cannot name in a JobStatuses filter (one AWS added later)
+    # is never in an incremental listing: such a job waits for the next full one.
+    return [jid for jid, t in previous.items() if t.job.status in _LISTED and jid not in listed]
 
 
 def _first_seen(job: Job, now: float) -> TrackedJob:

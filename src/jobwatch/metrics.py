@@ -41,7 +41,7 @@ from prometheus_client.utils import floatToGoString
 from jobwatch.diff import TrackedJob
 from jobwatch.model import KNOWN_STATUSES
 from jobwatch.shard import Shard
-from jobwatch.state import POLL_DURATION_BUCKETS, Store
+from jobwatch.state import FULL_LISTING_REASONS, POLL_DURATION_BUCKETS, Store
 
 __all__ = [
     "DISCOVERY_FAMILIES",
@@ -180,6 +180,7 @@ class _StoreView:
     events: list[tuple[str, int]]
     unknown: list[tuple[str, int]]
     state_writes: list[tuple[str, int]]
+    full_listings: list[tuple[str, int]]
     target_count: int
     poll_buckets: tuple[tuple[str, float], ...]
     poll_sum: float
@@ -365,6 +366,13 @@ PROCESS_FAMILIES: tuple[Family[_StoreView] | Histogram[_StoreView], ...] = (
         kind="counter",
         labels=("outcome",),
         samples=lambda s: _each(s.state_writes),
+    ),
+    Family(
+        "jobwatch_full_listings",
+        "Polls that listed jobs of every status, by reason.",
+        kind="counter",
+        labels=("reason",),
+        samples=lambda s: _each(s.full_listings),
     ),
     Family("jobwatch_targets", "Configured targets.", lambda s: s.target_count),
     Histogram(
@@ -837,6 +845,7 @@ class JobwatchCollector(Collector):
             events=sorted(store.events.items()),
             unknown=sorted(store.unknown_values.items()),
             state_writes=sorted(store.state_writes.items()),
+            full_listings=[(r, store.full_listings[r]) for r in FULL_LISTING_REASONS],
             target_count=len(store.targets),
             poll_buckets=tuple(cumulative),
             poll_sum=store.poll_sum,

@@ -23,6 +23,7 @@ from jobwatch.model import (
     KNOWN_OPERATIONS,
     KNOWN_STATUSES,
     NON_TERMINAL_STATUSES,
+    TERMINAL_STATUSES,
     Job,
     JobDetail,
     Target,
@@ -35,6 +36,19 @@ __all__ = ["PollSettings", "TargetPoller"]
 _log = get_logger("jobwatch.poller")
 _KNOWN_OPERATION_SET = frozenset(KNOWN_OPERATIONS)
 _KNOWN_STATUS_SET = frozenset(KNOWN_STATUSES)
+#: The statuses of jobs that ended, as a ListJobs filter.
+TERMINAL_LIST = tuple(s for s in KNOWN_STATUSES if s in TERMINAL_STATUSES)
+#: How far before the previous poll :meth:`JobSource.list_recent` looks back:
+#: clock skew between jobwatch and AWS, and a listing that lags behind a creation.
+RECENT_MARGIN = 300.0
+#: Jobs per ListJobs page of a full listing.
+FULL_PAGE_SIZE = 1000
+#: A full listing costs one request per page plus parsing up to 1,000 jobs; a
+#: DescribeJob one small request. Above this many DescribeJob calls per page a
+#: full listing is the cheaper way to learn how departed jobs ended.
+DESCRIBES_PER_PAGE = 4
+#: Departed jobs are always described below this count.
+MIN_DESCRIBES = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +83,7 @@ class TargetPoller:
         self._settings = settings
         self._rng = rng or random.Random()
         self._log = _log.bind(aws_account_id=target.account_id, aws_region=target.region)
+        self._order_warned = False
 
     async def run(self, stop: asyncio.Event) -> None:
         """Poll until ``stop`` is set; a poll in progress is finished, not abandoned."""
@@ -95,14 +110,16 @@ class TargetPoller:
         state = self._store[key]
         started = time.monotonic()
         now = self._clock.time()
-        full = (
-            state.jobs is None
-            or state.last_full_listing is None
-            or now - state.last_full_listing >= self._settings.resync_interval
-            or now < state.last_full_listing  # the clock went back: resync
-        )
+        full: str | None = None
+        if state.jobs is None or state.last_full_listing is None:
+            full = "baseline"
+        elif now < state.last_full_listing:
+            full = "clock_jump"  # the clock went back: resync
+        elif now - state.last_full_listing >= self._settings.resync_interval:
+            full = "resync"
+        since = (state.last_success or now) - RECENT_MARGIN
         try:
-            changes, jobs = await self._cycle(state.jobs, now, full)
+            changes, jobs, full = await self._cycle(state.jobs, now, full, since)
         except SourceError as e:
             self._store.record_failure(key, e.code)
             self._log.warning(
@@ -122,42 +139,87 @@ class TargetPoller:
             return False
         finally:
             self._store.record_duration(key, time.monotonic() - started)
-        self._store.record_success(key, jobs, now, full=full)
+        self._store.record_success(key, jobs, now, full=full is not None)
+        if full is not None:
+            self._store.full_listings[full] += 1
         self._store.count_events(Counter(c.kind for c, _ in changes))
         if changes:
             self._publish([Event(change, self.target, now, detail) for change, detail in changes])
         return True
 
     async def _cycle(
-        self, previous: dict[str, TrackedJob] | None, now: float, full: bool
-    ) -> tuple[list[tuple[Change, JobDetail | None]], dict[str, TrackedJob]]:
-        statuses = None if full else NON_TERMINAL_STATUSES
-        listing = await self._source.list_jobs(self.target, statuses)
+        self, previous: dict[str, TrackedJob] | None, now: float, full: str | None, since: float
+    ) -> tuple[list[tuple[Change, JobDetail | None]], dict[str, TrackedJob], str | None]:
+        """One poll's calls and diff. ``full``: why this poll lists every status
+        (None: incremental); the reason it really did, if it changed its mind, is returned."""
         details: dict[str, JobDetail] = {}
         gone: set[str] = set()
-        if not full and previous:
-            # Jobs that left the non-terminal set have (most likely) ended:
-            # DescribeJob tells how, without listing 90 days of history.
-            for job_id in departed(previous, listing):
-                detail = await self._describe(job_id)
-                if detail is None:
-                    continue
-                if isinstance(detail, str):
-                    gone.add(job_id)
-                    continue
+        listing: list[Job] = []
+        if full is None and previous is not None:
+            listing, full = await self._incremental(previous, since, details, gone)
+        if full is not None:
+            listing = await self._source.list_jobs(self.target, None)
+            self._store[self.target.key].last_full_size = len(listing)
+        self._note_unknown(listing)
+        result = diff(previous, listing, now, self._policy, complete=full is not None, gone=gone)
+        # A failure's detail (reasons, report) comes from DescribeJob: ask for
+        # every failed job at once, each within the shared concurrency limit.
+        wanted = [
+            c.job.job_id
+            for c in result.changes
+            if c.kind == "job_failed" and c.job.job_id not in details
+        ]
+        for job_id, found in zip(wanted, await self._describe_all(wanted), strict=True):
+            if isinstance(found, JobDetail):
+                details[job_id] = found
+        out = [
+            (c, details.get(c.job.job_id) if c.kind == "job_failed" else None)
+            for c in result.changes
+        ]
+        return out, result.jobs, full
+
+    async def _incremental(
+        self,
+        previous: dict[str, TrackedJob],
+        since: float,
+        details: dict[str, JobDetail],
+        gone: set[str],
+    ) -> tuple[list[Job], str | None]:
+        """The calls of an incremental poll, or the reason to list every status instead.
+
+        Lists the non-terminal jobs, then the jobs that ended and were created
+        since the last poll (a job can live and end between two polls), then
+        asks DescribeJob about tracked jobs that left the non-terminal set, or
+        lists everything when that is cheaper.
+        """
+        listing = await self._source.list_jobs(self.target, NON_TERMINAL_STATUSES)
+        recent = await self._source.list_recent(self.target, TERMINAL_LIST, since)
+        if recent is None:
+            log = self._log.warning if not self._order_warned else self._log.info
+            self._order_warned = True
+            log("listing_order_unexpected", fallback="full_listing")
+            return listing, "order"
+        listed = {j.job_id for j in listing}
+        listing += [j for j in recent if j.job_id not in listed]
+        missing = departed(previous, listing)
+        pages = max(1, -(-self._store[self.target.key].last_full_size // FULL_PAGE_SIZE))
+        if len(missing) > max(MIN_DESCRIBES, DESCRIBES_PER_PAGE * pages):
+            return listing, "departed"
+        # Jobs that left the non-terminal set have (most likely) ended:
+        # DescribeJob tells how, without listing 90 days of history.
+        for job_id, detail in zip(missing, await self._describe_all(missing), strict=True):
+            if isinstance(detail, JobDetail):
                 details[job_id] = detail
                 listing.append(detail.job)
-        self._note_unknown(listing)
-        result = diff(previous, listing, now, self._policy, complete=full, gone=gone)
-        out: list[tuple[Change, JobDetail | None]] = []
-        for change in result.changes:
-            detail = None
-            if change.kind == "job_failed":
-                jid = change.job.job_id
-                found = details.get(jid) or await self._describe(jid)
-                detail = found if isinstance(found, JobDetail) else None
-            out.append((change, detail))
-        return out, result.jobs
+            elif detail == "gone":
+                gone.add(job_id)
+        return listing, None
+
+    async def _describe_all(self, job_ids: list[str]) -> list[JobDetail | str | None]:
+        """DescribeJob for each of ``job_ids`` concurrently (the source bounds how many)."""
+        if not job_ids:
+            return []
+        return list(await asyncio.gather(*(self._describe(j) for j in job_ids)))
 
     async def _describe(self, job_id: str) -> JobDetail | str | None:
         """DescribeJob, best effort: the detail, ``"gone"`` if AWS has no such job, else None."""

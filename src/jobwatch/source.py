@@ -28,6 +28,8 @@ __all__ = ["JobSource", "S3ControlJobSource", "job_from_api"]
 
 _log = get_logger("jobwatch.source")
 PAGE_SIZE = 1000
+#: Page size of :meth:`S3ControlJobSource.list_recent`: it usually needs a few jobs.
+RECENT_PAGE_SIZE = 25
 #: How often a listing restarts from the first page after InvalidNextToken.
 TOKEN_RESTARTS = 3
 
@@ -39,6 +41,17 @@ class JobSource(Protocol):
 
     async def describe_job(self, target: Target, job_id: str) -> JobDetail:
         """One job's details. Raises SourceError (``not_found`` when AWS no longer has it)."""
+        ...
+
+    async def list_recent(
+        self, target: Target, statuses: Sequence[str], since: float
+    ) -> list[Job] | None:
+        """Jobs with one of ``statuses`` created at ``since`` or later.
+
+        Relies on ListJobs' newest-first order and stops at the first older job;
+        returns None when a page read is not in that order (the caller must
+        take a path that does not rely on it).
+        """
         ...
 
 
@@ -233,6 +246,34 @@ class S3ControlJobSource:
                     "AWS returned a NextToken it had already returned",
                 )
             seen_tokens.add(token)
+
+    async def list_recent(
+        self, target: Target, statuses: Sequence[str], since: float
+    ) -> list[Job] | None:
+        jobs: list[Job] = []
+        token: str | None = None
+        newest_seen = float("inf")
+        while True:
+            # A small first page is usually all it takes; a burst of short jobs
+            # gets full pages after it.
+            size = PAGE_SIZE if token else RECENT_PAGE_SIZE
+            kwargs: dict[str, Any] = {"MaxResults": size, "JobStatuses": list(statuses)}
+            if token:
+                kwargs["NextToken"] = token
+            page = await self._call(target, "ListJobs", **kwargs)
+            found: list[Job] = []
+            self._add_jobs(target, page.get("Jobs") or (), found)
+            # The whole page is checked before any of it is used: in another
+            # order, the first old job would end the listing too early.
+            for job in found:
+                created = job.creation_time
+                if created is None or created > newest_seen:
+                    return None
+                newest_seen = created
+            jobs += [j for j in found if j.creation_time is not None and j.creation_time >= since]
+            token = page.get("NextToken") or None
+            if token is None or newest_seen < since:
+                return jobs
 
     @staticmethod
     def _add_jobs(target: Target, entries: Any, jobs: list[Job]) -> None:

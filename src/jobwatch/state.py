@@ -15,10 +15,13 @@ from dataclasses import dataclass, field
 from jobwatch.diff import EVENT_KINDS, TrackedJob
 from jobwatch.model import Target
 
-__all__ = ["POLL_DURATION_BUCKETS", "Store", "TargetState"]
+__all__ = ["FULL_LISTING_REASONS", "POLL_DURATION_BUCKETS", "Store", "TargetState"]
 
 POLL_DURATION_BUCKETS: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
 _UNKNOWN_REMEMBERED = 100
+#: Why a poll listed every status: the first poll, every resync_interval, the clock
+#: going back, ListJobs not newest first, or many jobs ended at once.
+FULL_LISTING_REASONS = ("baseline", "resync", "clock_jump", "order", "departed")
 
 
 @dataclass
@@ -30,6 +33,8 @@ class TargetState:
     attempted: bool = False
     last_success: float | None = None
     last_full_listing: float | None = None
+    #: Jobs in the last full listing (how many pages the next one would take).
+    last_full_size: int = 0
     last_duration: float | None = None
     consecutive_failures: int = 0
     last_error: str | None = None
@@ -46,6 +51,8 @@ class Store:
         self.targets: dict[tuple[str, str], TargetState] = {t.key: TargetState(t) for t in targets}
         self.events: Counter[str] = Counter(dict.fromkeys(EVENT_KINDS, 0))
         self.unknown_values: Counter[str] = Counter({"status": 0, "operation": 0})
+        #: Polls that listed every status, by why (``FULL_LISTING_REASONS``).
+        self.full_listings: Counter[str] = Counter(dict.fromkeys(FULL_LISTING_REASONS, 0))
         #: State file writes by outcome; empty (no samples) without a state file.
         self.state_writes: Counter[str] = Counter()
         self._unknown_seen: dict[str, set[str]] = {"status": set(), "operation": set()}

@@ -206,6 +206,9 @@ class Scenario(_Strict):
     regions: Sequence[str] = ("us-east-1",)
     retention_days: float = Field(default=90.0, gt=0.0)
     next_token_ttl: SignedDuration = Field(default=3600.0, gt=0.0)
+    #: ListJobs order: ``newest_first`` (what AWS does in practice, though it does
+    #: not document it), or ``reversed_pages``: the same pages, each oldest first.
+    listing_order: Literal["newest_first", "reversed_pages"] = "newest_first"
     phases: PhaseDurations = PhaseDurations()
     accounts: Sequence[AccountSpec] = ()
     faults: Sequence[FaultSpec] = ()

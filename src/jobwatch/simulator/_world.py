@@ -94,6 +94,7 @@ class Simulator:
         self._secret = os.urandom(16)
         self._retention = scenario.retention_days * 86400.0
         self._token_ttl = float(scenario.next_token_ttl)
+        self._reversed_pages = scenario.listing_order == "reversed_pages"
         self._phases = scenario.phases
         self._accounts: dict[str, set[str]] = {}
         self._denied_all: set[str] = set()
@@ -459,7 +460,8 @@ class Simulator:
     ) -> tuple[list[str], str | None]:
         """One ListJobs page: the rendered ``<member>`` strings and the next token.
 
-        Jobs come newest first (by creation time, then id). The token holds the
+        Jobs come newest first (by creation time, then id); with the scenario's
+        ``listing_order: reversed_pages`` each page is reversed. The token holds the
         position after the last job returned, so a page boundary stays put
         while jobs change status or new jobs appear (they sort before it).
         A token is returned only when at least one more matching job exists.
@@ -499,6 +501,8 @@ class Simulator:
             else:
                 members.append(list_member(job, now, status_value, operation_value))
             last = job
+        if self._reversed_pages:
+            members.reverse()
         if not more or last is None:
             return members, None
         return members, self._encode_token(account, region, statuses, last, now)
