@@ -161,9 +161,24 @@ def test_task_failure_ratio_fires_once_after_min_tasks() -> None:
     assert kinds(r) == []
 
 
-def test_exactly_at_ratio_threshold_does_not_fire() -> None:
-    j = job("r", "Active", tasks_succeeded=90, tasks_failed=10)
-    assert kinds(diff({}, [j], T0, POLICY, complete=True)) == ["job_discovered"]
+@pytest.mark.parametrize(
+    ("succeeded", "failed", "fires"),
+    [
+        (91, 9, False),  # 9% of 100
+        (90, 10, False),  # exactly 10%: the ratio must be exceeded
+        (900, 101, True),  # 10.09%: just above
+        (89, 11, True),
+        (50, 49, False),  # half failed, but 99 tasks are too few to judge
+        (50, 50, True),  # 100 tasks: enough
+    ],
+)
+def test_task_failure_ratio_and_min_tasks_thresholds(
+    succeeded: int, failed: int, fires: bool
+) -> None:
+    j = job("r", "Active", tasks_total=10_000, tasks_succeeded=succeeded, tasks_failed=failed)
+    r = diff({}, [j], T0, POLICY, complete=True)
+    assert ("job_task_failure_ratio_exceeded" in kinds(r)) is fires
+    assert r.jobs["r"].ratio_exceeded is fires
 
 
 def test_complete_listing_ages_out_missing_jobs() -> None:
@@ -201,6 +216,24 @@ def test_terminal_jobs_leave_after_retention() -> None:
     r = diff(r.jobs, [done], T0 + 90000, POLICY, complete=True)
     assert kinds(r) == []
     assert r.jobs == {}
+
+
+@pytest.mark.parametrize(
+    ("ended", "tracked"),
+    [
+        ({"termination_time": T0 - 86400}, True),  # ended exactly terminal_retention ago
+        ({"termination_time": T0 - 86401}, False),
+        # No termination time: the creation time stands in for it.
+        ({"termination_time": None, "creation_time": T0 - 86400}, True),
+        ({"termination_time": None, "creation_time": T0 - 86401}, False),
+    ],
+)
+def test_a_job_first_seen_ended_is_news_within_terminal_retention_only(
+    ended: dict[str, float | None], tracked: bool
+) -> None:
+    r = diff({}, [job("d", "Failed", **ended)], T0, POLICY, complete=True)
+    assert ("d" in r.jobs) is tracked
+    assert kinds(r) == (["job_discovered", "job_failed"] if tracked else [])
 
 
 def test_terminal_job_without_any_time_is_history() -> None:
