@@ -22,6 +22,7 @@ from jobwatch.diff import DiffPolicy
 from jobwatch.events import EventRecord
 from jobwatch.model import Job, JobDetail, Target
 from jobwatch.poller import PollSettings, TargetPoller
+from jobwatch.simulator import FaultSpec
 from jobwatch.source import JobSource
 from jobwatch.state import TargetState
 from jobwatch.testing import FakeClock, MemorySink
@@ -139,29 +140,42 @@ async def test_the_first_poll_waits_its_jitter_then_one_every_interval_plus_jitt
 
 async def test_overruns_are_counted_past_the_interval_and_the_next_poll_starts_at_once() -> None:
     async with loop(PollSettings(interval=10, jitter=0)) as lp:
-        # The first poll takes exactly the interval (no overrun), the second
-        # longer (an overrun): each next one starts at once. The third takes 4 s,
-        # so the fourth starts 6 s after it ended, on the 10 s beat.
-        lp.source.takes = [10.0, 10.5, 4.0]
+        # The first poll takes exactly the interval (no overrun), the next two
+        # longer (overruns): each next one starts at once. The fourth takes 4 s,
+        # so the fifth starts 6 s after it ended, on the 10 s beat.
+        lp.source.takes = [10.0, 10.5, 12.0, 4.0]
         with capture_logs() as logs:
             await lp.clock.settle(1)
-        assert lp.state.polls["success"] == 3
-        assert lp.state.overruns == 1
+        assert lp.state.polls["success"] == 4
+        assert lp.state.overruns == 2
         overran = [e for e in logs if e["event"] == "poll_overran"]
-        assert [(e["seconds"], e["interval"]) for e in overran] == [(10.5, 10)]
+        assert [(e["seconds"], e["interval"]) for e in overran] == [(10.5, 10), (12.0, 10)]
         assert lp.state.last_duration == 4.0  # measured on the loop's clock
         assert lp.clock.next_wake() == pytest.approx(6.0)
         await lp.advance(6.0 - EPSILON)
-        assert lp.polls == 3
-        await lp.advance(2 * EPSILON)
         assert lp.polls == 4
+        await lp.advance(2 * EPSILON)
+        assert lp.polls == 5
 
 
 async def test_a_failing_target_backs_off_doubling_up_to_the_cap_then_recovers() -> None:
     denied = {"accounts": [{"id": A, "access_denied": True}]}
     async with loop(PollSettings(interval=10, jitter=0, max_backoff_intervals=8), denied) as lp:
-        await lp.clock.settle(1)
+        with capture_logs() as logs:
+            await lp.clock.settle(1)
         assert lp.state.polls["failure"] == 1
+        (failed,) = [e for e in logs if e["event"] == "poll_failed"]
+        assert {k: failed[k] for k in failed if k not in ("event", "log_level")} == {
+            "aws_account_id": A,
+            "aws_region": R,
+            "operation": "ListJobs",
+            "error_code": "AccessDenied",
+            "error": "Access Denied",
+            "throttled": False,
+            "consecutive_failures": 1,
+        }
+        assert lp.state.up is False
+        assert lp.world.app.store.ready  # a failed first poll counts for /readyz
         # One failure waits one interval; then 2, 4, 8 intervals, and no more than 8.
         for polls, wait in enumerate([10, 20, 40, 80, 80], start=1):
             assert lp.clock.next_wake() == pytest.approx(wait)
@@ -211,10 +225,69 @@ async def test_a_poll_that_crashes_is_recorded_and_the_loop_goes_on() -> None:
             await lp.clock.settle(1)
         assert lp.state.polls["failure"] == 1
         assert lp.state.last_error == "RuntimeError"
-        assert [e["event"] for e in logs if e["log_level"] == "error"] == ["poll_crashed"]
+        crashed = [e for e in logs if e["log_level"] == "error"]
+        assert [(e["event"], e["error"]) for e in crashed] == [
+            ("poll_crashed", "RuntimeError('a bug')")
+        ]
+        # A crash is a failure like any other: a second one in a row backs off.
+        lp.source.crash = RuntimeError("a bug")
         await lp.advance(10)
+        assert lp.state.consecutive_failures == 2
+        assert lp.clock.next_wake() == pytest.approx(20)
+        await lp.advance(20)
         assert lp.state.up
         assert not lp.task.done()
+
+
+async def test_a_clock_that_fails_ends_the_loop_instead_of_spinning() -> None:
+    class BrokenClock(FakeClock):
+        async def sleep(self, seconds: float) -> None:
+            raise RuntimeError("no timers")
+
+    async with running(STEADY, clock=BrokenClock()) as w:
+        poller = w.app.pollers[(A, R)]
+        with pytest.raises(RuntimeError, match="no timers"):
+            await asyncio.wait_for(poller.run(asyncio.Event()), 5)
+        assert sum(w.app.store[(A, R)].polls.values()) <= 1
+
+
+async def test_a_failed_describe_keeps_the_job_until_it_answers() -> None:
+    ending = [{"at": "15s", "action": "fail", "reason": "boom"}]
+    scenario = {
+        "accounts": [
+            {
+                "id": A,
+                "jobs": [
+                    {"id": f"ending-job-{i}", "tasks": 10**7, "rate": 1, "timeline": ending}
+                    for i in range(2)
+                ],
+            }
+        ],
+    }
+    async with running(scenario) as w:
+        await w.step(10)
+        # Every attempt of the first DescribeJob (3 with standard retries) is throttled.
+        fault = {"kind": "throttle", "accounts": [A], "operations": ["DescribeJob"], "count": 3}
+        w.sim.add_fault(FaultSpec.model_validate(fault))
+        with capture_logs() as logs:
+            await w.step(10)  # both left the incremental listing
+        (failed,) = [e for e in logs if e["event"] == "describe_failed"]
+        assert (failed["error_code"], failed["throttled"]) == ("SlowDown", True)
+        first = failed["job_id"]
+        (second,) = {"ending-job-0", "ending-job-1"} - {first}
+        assert w.app.store[(A, R)].up  # the listing itself succeeded
+        # The first is kept as it was, not aged out; the second is described all the same.
+        assert w.tracked(A, R) == {first: "Active", second: "Failed"}
+        assert [(e.kind, e.change.job.job_id) for e in w.sink.events] == [
+            ("job_status_changed", second),
+            ("job_failed", second),
+        ]
+        w.sink.clear()
+        await w.step(10)
+        assert [(e.kind, e.change.job.job_id) for e in w.sink.events] == [
+            ("job_status_changed", first),
+            ("job_failed", first),
+        ]
 
 
 async def test_a_full_resync_comes_every_resync_interval_and_not_before() -> None:
@@ -223,11 +296,25 @@ async def test_a_full_resync_comes_every_resync_interval_and_not_before() -> Non
     async with running(STEADY, {"resync_interval": "900s"}) as w:
         await w.app.poll_all_once()  # the baseline is a full listing
         w.sim.create_job(A, R, id="quick-1", tasks=10, rate=100)
+        failing = [{"at": "1s", "action": "fail", "reason": "boom"}]
+        w.sim.create_job(A, R, id="failed-1", tasks=10**6, rate=1, timeline=failing)
         await w.step(900 - 0.5)
         assert w.tracked(A, R) == {"steady-job": "Active"}
         await w.step(0.5)
-        assert w.tracked(A, R) == {"steady-job": "Active", "quick-1": "Complete"}
-        assert [e.change.job.job_id for e in w.sink.of("job_discovered")] == ["quick-1"]
+        assert w.tracked(A, R) == {
+            "steady-job": "Active",
+            "quick-1": "Complete",
+            "failed-1": "Failed",
+        }
+        assert sorted(e.change.job.job_id for e in w.sink.of("job_discovered")) == [
+            "failed-1",
+            "quick-1",
+        ]
+        # A failure first seen in a listing is described too.
+        (failed,) = w.sink.of("job_failed")
+        assert failed.detail is not None
+        assert [r.reason for r in failed.detail.failure_reasons] == ["boom"]
+        assert {e.observed_at for e in w.sink.of("job_discovered")} == {w.clock.time()}
         w.sim.create_job(A, R, id="quick-2", tasks=10, rate=100)
         await w.step(10)
         assert "quick-2" not in w.tracked(A, R)  # incremental again
@@ -254,6 +341,56 @@ async def test_a_wall_clock_jump_back_forces_a_full_resync() -> None:
             jobwatch_clock.advance(10)
             await app.poll_all_once()
             assert tracked() == {"steady-job", "quick-1"}  # resyncs counted from the new time
+
+
+async def test_a_snapshot_without_a_full_listing_time_is_resynced_first() -> None:
+    # As restored from a state file saved before its target's first full listing.
+    async with running(STEADY) as w:
+        await w.app.poll_all_once()
+        w.app.store[(A, R)].last_full_listing = None
+        w.sim.create_job(A, R, id="quick-1", tasks=10, rate=100)
+        await w.step(10)
+        assert "quick-1" in w.tracked(A, R)
+        assert w.app.store[(A, R)].last_full_listing == w.clock.time()
+
+
+LEAVING = {
+    "retention_days": 1,
+    "accounts": [
+        {
+            "id": A,
+            "jobs": [
+                {"id": f"leaving-job-{i}", "tasks": 10**7, "rate": 1, "timeline": [end]}
+                for i in range(2)
+                for end in [{"at": "15s", "action": "fail", "reason": "boom"}]
+            ],
+        }
+    ],
+}
+
+
+async def test_jobs_aws_no_longer_has_age_out_on_an_incremental_poll() -> None:
+    async with running(LEAVING, {"resync_interval": "2d"}) as w:
+        await w.step(10)
+        assert set(w.tracked(A, R)) == {"leaving-job-0", "leaving-job-1"}
+        await w.step(86400 + 60)  # both ended, and AWS forgot them (its retention: a day)
+        aged = w.sink.of("job_aged_out")
+        assert sorted((e.change.job.job_id, e.change.aged_out_reason) for e in aged) == [
+            ("leaving-job-0", "unlisted"),
+            ("leaving-job-1", "unlisted"),
+        ]
+        assert w.tracked(A, R) == {}
+        assert w.sim.request_count("DescribeJob") == 2  # DescribeJob said NotFound
+
+
+async def test_jobs_missing_from_a_full_listing_age_out_without_describe_calls() -> None:
+    async with running(LEAVING, {"resync_interval": "1h"}) as w:
+        await w.step(10)
+        await w.step(86400 + 60)  # past resync_interval: a full listing
+        aged = w.sink.of("job_aged_out")
+        assert sorted(e.change.job.job_id for e in aged) == ["leaving-job-0", "leaving-job-1"]
+        assert w.tracked(A, R) == {}
+        assert w.sim.request_count("DescribeJob") == 0
 
 
 async def test_a_failed_poll_keeps_the_snapshot_and_the_recovery_says_nothing_new() -> None:
