@@ -49,10 +49,16 @@ def targets_of(scenario: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 @asynccontextmanager
 async def running(
-    scenario: Mapping[str, Any], config: Mapping[str, Any] | None = None
+    scenario: Mapping[str, Any],
+    config: Mapping[str, Any] | None = None,
+    clock: ManualClock | None = None,
 ) -> AsyncIterator[World]:
-    """A simulator for ``scenario`` and a started (not yet polling) App against it."""
-    clock = ManualClock()
+    """A simulator for ``scenario`` and a started (not yet polling) App against it.
+
+    Both share ``clock``: a ``ManualClock`` by default (loops would run on real
+    time), or a ``jobwatch.testing.FakeClock`` to drive the loops' timers too.
+    """
+    clock = clock if clock is not None else ManualClock()
     sim = Simulator(Scenario.model_validate(scenario), clock)
     async with SimulatorServer(sim, host="127.0.0.1", port=0) as server:
         cfg = Config.model_validate(

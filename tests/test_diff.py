@@ -74,7 +74,8 @@ def test_each_transition_gives_exactly_one_status_change(before: str, after: str
     assert len(changed) == 1
     assert changed[0].previous_status == before
     assert changed[0].job.status == after
-    assert [c.kind for c in r.changes].count("job_failed") == (1 if after == "Failed" else 0)
+    failed = [c for c in r.changes if c.kind == "job_failed"]
+    assert [c.previous_status for c in failed] == ([before] if after == "Failed" else [])
     # Repeating the same listing adds nothing.
     r2 = diff(r.jobs, [job("j", after)], T0 + 60, POLICY, complete=True)
     assert [c for c in r2.changes if c.kind in ("job_status_changed", "job_failed")] == []
@@ -105,6 +106,7 @@ def test_stall_and_recovery_are_edge_triggered() -> None:
     moved = job("s", "Active", tasks_total=1000, tasks_succeeded=11)
     r = diff(snap, [moved], T0 + 2000, POLICY, complete=True)
     assert kinds(r) == ["job_stall_recovered"]
+    assert r.changes[0].stall_reason == "no_progress"
     assert not r.jobs["s"].stalled
     assert r.jobs["s"].last_progress_at == T0 + 2000
 
@@ -128,11 +130,50 @@ def test_status_held_too_long_is_overdue_until_it_moves() -> None:
     assert kinds(r) == []
     r = diff(r.jobs, [job("w", "Suspended")], T0 + 3600, POLICY, complete=True)
     assert kinds(r) == ["job_stalled"]
-    assert r.changes[0].stall_reason == "status_overdue"
+    (c,) = r.changes
+    assert (c.job.job_id, c.stall_reason, c.stalled_seconds) == ("w", "status_overdue", 3600)
     assert r.jobs["w"].overdue
     r = diff(r.jobs, [job("w", "Ready")], T0 + 4000, POLICY, complete=True)
     assert kinds(r) == ["job_status_changed", "job_stall_recovered"]
+    assert r.changes[1].stall_reason == "status_overdue"
     assert not r.jobs["w"].overdue
+
+
+def test_status_since_follows_each_transition() -> None:
+    snap = diff({}, [job("j", "Ready")], T0, POLICY, complete=True).jobs
+    snap = diff(snap, [job("j", "Active")], T0 + 30, POLICY, complete=True).jobs
+    r = diff(snap, [job("j", "Paused")], T0 + 100, POLICY, complete=True)
+    (c,) = r.changes
+    assert c.seconds_in_previous_status == 70
+    assert r.jobs["j"].status_since == T0 + 100
+
+
+@pytest.mark.parametrize(
+    ("termination_time", "since"),
+    [
+        (T0 + 20, T0 + 20),  # ended between the polls: when it ended
+        (T0 + 90, T0 + 30),  # AWS's clock ahead of ours: no end in the future
+        (None, T0 + 30),  # no time given: when it was seen
+    ],
+)
+def test_a_job_that_ends_counts_its_end_from_its_termination_time(
+    termination_time: float | None, since: float
+) -> None:
+    snap = diff({}, [job("j", "Active")], T0, POLICY, complete=True).jobs
+    r = diff(
+        snap,
+        [job("j", "Complete", termination_time=termination_time)],
+        T0 + 30,
+        POLICY,
+        complete=True,
+    )
+    assert r.jobs["j"].status_since == since
+
+
+def test_a_job_first_seen_ended_dates_from_its_termination() -> None:
+    r = diff({}, [job("f", "Failed", termination_time=T0 - 3600)], T0, POLICY, complete=True)
+    assert r.jobs["f"].status_since == T0 - 3600
+    assert r.jobs["f"].first_seen == T0
 
 
 def test_preparing_since_creation_counts_from_creation_time() -> None:
@@ -156,21 +197,37 @@ def test_task_failure_ratio_fires_once_after_min_tasks() -> None:
     many = job("r", "Active", tasks_total=1000, tasks_succeeded=80, tasks_failed=20)
     r = diff(r.jobs, [many], T0 + 60, POLICY, complete=True)
     assert kinds(r) == ["job_task_failure_ratio_exceeded"]
+    assert r.changes[0].job.job_id == "r"
     more = job("r", "Active", tasks_total=1000, tasks_succeeded=90, tasks_failed=40)
     r = diff(r.jobs, [more], T0 + 120, POLICY, complete=True)
     assert kinds(r) == []
 
 
-def test_exactly_at_ratio_threshold_does_not_fire() -> None:
-    j = job("r", "Active", tasks_succeeded=90, tasks_failed=10)
-    assert kinds(diff({}, [j], T0, POLICY, complete=True)) == ["job_discovered"]
+@pytest.mark.parametrize(
+    ("succeeded", "failed", "fires"),
+    [
+        (91, 9, False),  # 9% of 100
+        (90, 10, False),  # exactly 10%: the ratio must be exceeded
+        (900, 101, True),  # 10.09%: just above
+        (89, 11, True),
+        (50, 49, False),  # half failed, but 99 tasks are too few to judge
+        (50, 50, True),  # 100 tasks: enough
+    ],
+)
+def test_task_failure_ratio_and_min_tasks_thresholds(
+    succeeded: int, failed: int, fires: bool
+) -> None:
+    j = job("r", "Active", tasks_total=10_000, tasks_succeeded=succeeded, tasks_failed=failed)
+    r = diff({}, [j], T0, POLICY, complete=True)
+    assert ("job_task_failure_ratio_exceeded" in kinds(r)) is fires
+    assert r.jobs["r"].ratio_exceeded is fires
 
 
 def test_complete_listing_ages_out_missing_jobs() -> None:
     snap = diff({}, [job("a"), job("b")], T0, POLICY, complete=True).jobs
     r = diff(snap, [job("a")], T0 + 60, POLICY, complete=True)
     assert kinds(r) == ["job_aged_out"]
-    assert r.changes[0].aged_out_reason == "unlisted"
+    assert (r.changes[0].job.job_id, r.changes[0].aged_out_reason) == ("b", "unlisted")
     assert set(r.jobs) == {"a"}
 
 
@@ -179,6 +236,11 @@ def test_incremental_listing_keeps_missing_jobs_unless_gone() -> None:
     r = diff(snap, [job("a")], T0 + 60, POLICY, complete=False)
     assert kinds(r) == []
     assert set(r.jobs) == {"a", "b"}
+    # A job kept that way is still judged: it stalls like a listed one.
+    running = diff({}, [job("s", tasks_succeeded=1)], T0, POLICY, complete=True).jobs
+    r = diff(running, [], T0 + 600, POLICY, complete=False)
+    assert kinds(r) == ["job_stalled"]
+    assert r.jobs["s"].stalled
     r = diff(snap, [], T0 + 60, POLICY, complete=False, gone={"a"})
     assert kinds(r) == ["job_aged_out"]
     assert set(r.jobs) == {"b"}
@@ -203,6 +265,24 @@ def test_terminal_jobs_leave_after_retention() -> None:
     assert r.jobs == {}
 
 
+@pytest.mark.parametrize(
+    ("ended", "tracked"),
+    [
+        ({"termination_time": T0 - 86400}, True),  # ended exactly terminal_retention ago
+        ({"termination_time": T0 - 86401}, False),
+        # No termination time: the creation time stands in for it.
+        ({"termination_time": None, "creation_time": T0 - 86400}, True),
+        ({"termination_time": None, "creation_time": T0 - 86401}, False),
+    ],
+)
+def test_a_job_first_seen_ended_is_news_within_terminal_retention_only(
+    ended: dict[str, float | None], tracked: bool
+) -> None:
+    r = diff({}, [job("d", "Failed", **ended)], T0, POLICY, complete=True)
+    assert ("d" in r.jobs) is tracked
+    assert kinds(r) == (["job_discovered", "job_failed"] if tracked else [])
+
+
 def test_terminal_job_without_any_time_is_history() -> None:
     odd = Job.make("o", "Failed")
     assert kinds(diff({}, [odd], T0, POLICY, complete=True)) == []
@@ -217,8 +297,16 @@ def test_unknown_status_is_data() -> None:
 
 
 def test_duplicate_entries_in_listing_count_once() -> None:
-    r = diff({}, [job("a"), job("a", "Failed")], T0, POLICY, complete=True)
-    assert kinds(r) == ["job_discovered"]
+    r = diff({}, [job("a"), job("a", "Failed"), job("b")], T0, POLICY, complete=True)
+    assert kinds(r) == ["job_discovered", "job_discovered"]
+    assert r.jobs["a"].job.status == "Active"  # the first copy wins
+    assert set(r.jobs) == {"a", "b"}  # and the listing goes on after it
+
+
+def test_history_in_a_listing_is_skipped_and_the_listing_goes_on() -> None:
+    old = job("h", "Complete", termination_time=T0 - 3 * 86400)
+    r = diff({}, [old, job("n", "New")], T0, POLICY, complete=True)
+    assert set(r.jobs) == {"n"}
 
 
 def test_describe_without_operation_keeps_the_listed_one() -> None:
@@ -232,6 +320,10 @@ def test_clock_going_back_does_not_stall_or_crash() -> None:
     snap = diff({}, [job("a")], T0, POLICY, complete=True).jobs
     r = diff(snap, [job("a")], T0 - 3600, POLICY, complete=True)
     assert kinds(r) == []
+    # A status left "before" it began was held for no time, not a negative one.
+    r = diff(snap, [job("a", "Paused")], T0 - 3600, POLICY, complete=True)
+    (c,) = [c for c in r.changes if c.kind == "job_status_changed"]
+    assert c.seconds_in_previous_status == 0
 
 
 def test_tracked_job_ended_at() -> None:

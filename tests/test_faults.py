@@ -101,6 +101,7 @@ async def test_connection_refused_marks_every_target_down_and_nothing_crashes() 
         assert not [e for e in logs if e["event"] == "poll_crashed"]
 
 
+@pytest.mark.slow
 async def test_a_listing_of_100000_jobs_is_tracked_and_the_other_target_stays_on_time() -> None:
     scenario = {
         "accounts": [

@@ -22,8 +22,8 @@ TARGETS = 2000
 THROTTLED = TARGETS // 10
 
 
-@pytest.mark.parametrize("mode", ["standard", "adaptive"])
-async def test_two_thousand_targets_ten_percent_throttled(mode: str) -> None:
+async def _cycles(mode: str) -> list[float]:
+    """Two cycles in ``mode``; checks the retry bounds and returns each cycle's wall time."""
     clock = ManualClock()
     scenario = generate_fleet(TARGETS, ["us-east-1"], 2, seed=7)
     sim = Simulator(scenario, clock)
@@ -32,6 +32,7 @@ async def test_two_thousand_targets_ten_percent_throttled(mode: str) -> None:
     sim.add_fault(
         FaultSpec.model_validate({"kind": "throttle", "accounts": throttled, "status": 503})
     )
+    walls = []
     async with SimulatorServer(sim) as server:
         cfg = Config.model_validate(
             {
@@ -47,7 +48,7 @@ async def test_two_thousand_targets_ten_percent_throttled(mode: str) -> None:
                 sim.reset_stats()
                 started = time.monotonic()
                 await app.poll_all_once()
-                took = time.monotonic() - started
+                walls.append(time.monotonic() - started)
                 per_target = [sim.request_count("ListJobs", account=a) for a in throttled]
                 assert max(per_target) <= 3  # never more than max_attempts per interval
                 assert min(per_target) >= 1
@@ -59,13 +60,21 @@ async def test_two_thousand_targets_ten_percent_throttled(mode: str) -> None:
                 per_healthy = 1 if cycle == 0 else 2
                 assert sim.request_count("ListJobs") == sum(per_target) + per_healthy * len(healthy)
                 if mode == "adaptive":
-                    # Only the throttled accounts are slowed down.
+                    # Only the throttled accounts are rate-limited.
                     assert app.rate_limiter is not None
                     assert app.rate_limiter.limited == THROTTLED
                     assert all(app.rate_limiter.rate(a) is None for a in accounts[THROTTLED:])
-                print(
-                    f"mode={mode} cycle={cycle} wall={took:.1f}s "
-                    f"requests_per_throttled_target={sum(per_target) / len(per_target):.2f} "
-                    f"(max {max(per_target)})"
-                )
                 clock.advance(60)
+    return walls
+
+
+@pytest.mark.slow
+async def test_two_thousand_targets_ten_percent_throttled() -> None:
+    standard = await _cycles("standard")
+    adaptive = await _cycles("adaptive")
+    # Adaptive slows the throttled accounts only, so the healthy 90% finish as
+    # fast as in standard mode and the cycle takes about as long (measured
+    # within 10%; a limiter per client made it 100 times longer). Twice, plus a
+    # second, leaves room for a busy machine.
+    for cycle, (s, a) in enumerate(zip(standard, adaptive, strict=True)):
+        assert a <= 2 * s + 1.0, (cycle, standard, adaptive)

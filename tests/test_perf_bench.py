@@ -11,9 +11,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.slow
 def test_quick_bench_runs_and_writes_its_json(tmp_path: Path) -> None:
     out = tmp_path / "quick.json"
     proc = subprocess.run(

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
+import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -51,32 +54,82 @@ def test_round_trip_keeps_every_field() -> None:
     assert last_full == T0 + 5
 
 
+def test_every_combination_of_flags_survives_a_round_trip() -> None:
+    # A lost flag would repeat its event (job_stalled, ratio exceeded) after a restart.
+    store = _store_with_jobs()
+    template = (store[TARGETS[0].key].jobs or {})["a"]
+    jobs = {}
+    for i, (stalled, overdue, ratio) in enumerate(itertools.product([False, True], repeat=3)):
+        job = replace(template.job, job_id=f"j{i}")
+        jobs[job.job_id] = replace(
+            template, job=job, stalled=stalled, overdue=overdue, ratio_exceeded=ratio
+        )
+    # A target polled only incrementally so far has no full listing time.
+    restored = decode(encode([(TARGETS[1].key, jobs, None)], T0))
+    assert restored == {TARGETS[1].key: (jobs, None)}
+
+
 def test_load_state_restores_known_targets_only(tmp_path: Path) -> None:
     path = tmp_path / "state.json"
-    write_atomic(path, encode(_store_with_jobs(), T0))
-    fresh = Store([TARGETS[0], Target("222222222222", "us-east-1")])
-    assert load_state(fresh, path) == (1, [])
-    assert fresh[TARGETS[0].key].jobs is not None
+    saved = _store_with_jobs()
+    saved.record_success(TARGETS[1].key, {}, T0 + 7, full=True)
+    write_atomic(path, encode(saved, T0))
+    # The first target in the file is no longer configured: the next one still loads.
+    fresh = Store([TARGETS[1], Target("222222222222", "us-east-1")])
+    with capture_logs() as logs:
+        assert load_state(fresh, path)[0] == 1
+    assert fresh[TARGETS[1].key].jobs == {}
+    assert fresh[TARGETS[1].key].last_full_listing == T0 + 7  # the resync schedule goes on
     assert fresh[("222222222222", "us-east-1")].jobs is None
+    assert [(e["event"], e["targets"]) for e in logs] == [("state_restored", 1)]
+    both = Store(TARGETS)
+    assert load_state(both, path)[0] == 2
+
+
+def test_a_state_file_without_an_outbox_loads(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    doc = json.loads(encode(_store_with_jobs(), T0))
+    del doc["outbox"]
+    path.write_text(json.dumps(doc))
+    assert load_state(Store(TARGETS), path)[0] == 1
+
+
+def _doc(**kw: object) -> bytes:
+    return json.dumps({"version": SCHEMA_VERSION, "targets": {}, **kw}).encode()
 
 
 @pytest.mark.parametrize(
-    "content",
+    ("content", "why"),
     [
-        b"{not json",
-        b"",
-        json.dumps({"version": SCHEMA_VERSION + 1, "targets": {}}).encode(),
-        json.dumps({"version": SCHEMA_VERSION, "targets": {"x/y": {"jobs": [[1, 2]]}}}).encode(),
-        json.dumps([1, 2, 3]).encode(),
+        (b"{not json", "Expecting property name"),
+        (b"", "Expecting value"),
+        (_doc(version=SCHEMA_VERSION + 1), f"unknown state file version {SCHEMA_VERSION + 1}"),
+        (json.dumps([1, 2, 3]).encode(), "unknown state file version None"),
+        (_doc(targets={"x/y": {"jobs": [[1, 2]]}}), "job row of the wrong length"),
+        (_doc(outbox=[["1", {}]]), "malformed outbox entry"),
+        (_doc(outbox=[[1, "event"]]), "malformed outbox entry"),
     ],
 )
-def test_bad_state_file_means_fresh_baseline_with_warning(tmp_path: Path, content: bytes) -> None:
+def test_bad_state_file_means_fresh_baseline_with_warning(
+    tmp_path: Path, content: bytes, why: str
+) -> None:
     path = tmp_path / "state.json"
     path.write_bytes(content)
     store = Store(TARGETS)
     with capture_logs() as logs:
         assert load_state(store, path) == (0, [])
     assert [e["event"] for e in logs] == ["state_discarded"]
+    assert why in logs[0]["error"]
+    assert all(ts.jobs is None for ts in store.targets.values())
+
+
+def test_unreadable_state_file_means_fresh_baseline_with_warning(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    path.mkdir()  # reading it fails with an OSError, as a file without permission would
+    store = Store(TARGETS)
+    with capture_logs() as logs:
+        assert load_state(store, path)[0] == 0
+    assert [(e["event"], e["path"]) for e in logs] == [("state_unreadable", str(path))]
     assert all(ts.jobs is None for ts in store.targets.values())
 
 
@@ -86,12 +139,52 @@ def test_missing_state_file_is_silent(tmp_path: Path) -> None:
     assert logs == []
 
 
-def test_write_atomic_replaces_and_leaves_no_temporary(tmp_path: Path) -> None:
-    path = tmp_path / "sub" / "state.json"
+def test_write_atomic_replaces_and_leaves_no_temporary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "new" / "dirs" / "state.json"
+    renames: list[tuple[str, str]] = []
+    real_replace = os.replace
+
+    def replace_(src: str, dst: str) -> None:
+        renames.append((str(src), str(dst)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace_)
     write_atomic(path, b"one")
     write_atomic(path, b"two")
     assert path.read_bytes() == b"two"
     assert [p.name for p in path.parent.iterdir()] == ["state.json"]
+    assert path.stat().st_mode & 0o777 == 0o600  # job descriptions are nobody else's business
+    # The temporary is a hidden sibling: a rename within one directory is atomic.
+    for src, dst in renames:
+        assert Path(src).parent == path.parent
+        assert Path(src).name.startswith(".state.json.")
+        assert dst == str(path)
+
+
+def test_a_failed_write_leaves_no_temporary_and_the_old_file(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    path.mkdir()
+    (path / "keep").write_text("x")  # a non-empty directory cannot be replaced
+    with pytest.raises(IsADirectoryError):
+        write_atomic(path, b"new")
+    assert [p.name for p in tmp_path.iterdir()] == ["state.json"]
+
+
+def test_ack_log_reads_zero_when_empty_or_garbled_and_closes_once(tmp_path: Path) -> None:
+    path = tmp_path / "new" / "state.json.ack"
+    ack = AckLog(path)
+    assert ack.read() == 0
+    assert path.stat().st_mode & 0o777 == 0o600
+    ack.write(12)
+    assert ack.read() == 12
+    ack.close()
+    ack.close()  # idempotent
+    path.write_bytes(b"garbage")
+    again = AckLog(path)
+    assert again.read() == 0
+    again.close()
 
 
 def _event(jid: str, status: str, observed: float) -> Event:
@@ -198,6 +291,52 @@ async def test_a_failed_state_write_is_counted_and_exported_and_events_still_go_
 def test_without_a_state_file_the_write_counter_has_no_samples() -> None:
     registry = make_registry(JobwatchCollector(Store(TARGETS)))
     assert registry.get_sample_value("jobwatch_state_writes_total", {"outcome": "success"}) is None
+
+
+async def test_nothing_acknowledged_means_the_whole_outbox_is_replayed(tmp_path: Path) -> None:
+    # Died after the state write, before the first acknowledgement.
+    path = tmp_path / "state.json"
+    events = [_event("a", "Paused", T0), _event("b", "Failed", T0)]
+    write_atomic(path, encode(_store_with_jobs(), T0, [(1, events[0].to_dict())]))
+    sink = MemorySink()
+    committer = Committer(Store(TARGETS), path, [sink], lambda: T0)
+    assert committer.recover() == 1
+    assert [e.to_dict()["job_id"] for e in sink.events] == ["a"]
+    committer.close()
+
+
+async def test_a_failed_state_write_still_emits_and_is_counted(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    store = _store_with_jobs()
+    sink = MemorySink()
+    committer = Committer(store, path, [sink], lambda: T0)
+    await committer.commit()
+    assert store.state_writes["success"] == 1
+    path.unlink()
+    path.mkdir()
+    (path / "keep").write_text("x")  # the next writes fail, as on a full disk
+    for n in (1, 2):
+        committer.publish([_event("a", f"Paused{n}", T0)])
+        with capture_logs() as logs:
+            await committer.commit()
+        assert [e["event"] for e in logs] == ["state_write_failed"]
+        assert store.state_writes["failure"] == n
+        assert len(sink.events) == n  # availability first: emitted anyway
+    assert store.state_writes["success"] == 1
+    committer.close()
+
+
+async def test_a_stop_with_only_new_snapshots_still_saves_them(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    store = _store_with_jobs()
+    committer = Committer(store, path, [], lambda: T0, min_gap=0.01)
+    store.on_change = committer.mark_dirty
+    stop = asyncio.Event()
+    stop.set()
+    store.record_success(TARGETS[1].key, {}, T0 + 10, full=True)  # no events, a new snapshot
+    await committer.run(stop)
+    assert set(decode(path.read_bytes())) == {TARGETS[0].key, TARGETS[1].key}
+    committer.close()
 
 
 def test_event_ids_are_stable_and_distinct() -> None:

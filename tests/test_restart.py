@@ -18,6 +18,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.test_cli import child_env, free_port, jobwatch, wait_port
 
 ACCOUNT = "111111111111"
@@ -59,6 +61,7 @@ def truth(sim_url: str) -> dict[str, str]:
     return out
 
 
+@pytest.mark.slow
 def test_fifty_sigkills_lose_and_repeat_nothing(tmp_path: Path) -> None:
     rng = random.Random(20261128)
     scen = tmp_path / "scenario.yaml"

@@ -6,6 +6,8 @@ import importlib.util
 import sys
 from pathlib import Path
 
+import pytest
+
 spec = importlib.util.spec_from_file_location(
     "soak", Path(__file__).resolve().parents[1] / "bench" / "soak.py"
 )
@@ -16,6 +18,7 @@ sys.modules["soak"] = soak  # dataclasses look their module up there
 spec.loader.exec_module(soak)
 
 
+@pytest.mark.slow
 async def test_six_hours_of_forty_targets_lose_and_repeat_nothing() -> None:
     r = await soak.soak(targets=40, hours=6, interval=300)
     assert r.failed_polls > 0  # faults really fired

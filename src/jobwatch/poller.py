@@ -3,13 +3,14 @@
 A poll never raises (except cancellation): any failure is logged, counted and
 shown on the target's health metrics, and the loop goes on with backoff. Two
 polls of one target never overlap because each target has exactly one loop.
+Every wait and duration goes through the injected :class:`~jobwatch.clock.Clock`
+(``clock.monotonic``, ``clock.sleep``), so tests drive the loop's timing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
-import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -88,13 +89,14 @@ class TargetPoller:
     async def run(self, stop: asyncio.Event) -> None:
         """Poll until ``stop`` is set; a poll in progress is finished, not abandoned."""
         s = self._settings
+        clock = self._clock
         delay = self._rng.uniform(0, s.jitter)
         while not stop.is_set():
-            if await _wait(stop, delay):
+            if await _wait(clock, stop, delay):
                 return
-            started = time.monotonic()
+            started = clock.monotonic()
             ok = await self.poll_once()
-            took = time.monotonic() - started
+            took = clock.monotonic() - started
             if took > s.interval:
                 self._store[self.target.key].overruns += 1
                 self._log.warning("poll_overran", seconds=round(took, 3), interval=s.interval)
@@ -108,7 +110,7 @@ class TargetPoller:
         """One poll cycle. Returns whether it succeeded; never raises (but on cancel)."""
         key = self.target.key
         state = self._store[key]
-        started = time.monotonic()
+        started = self._clock.monotonic()
         now = self._clock.time()
         full: str | None = None
         if state.jobs is None or state.last_full_listing is None:
@@ -138,7 +140,7 @@ class TargetPoller:
             self._log.exception("poll_crashed", error=repr(e)[:500])
             return False
         finally:
-            self._store.record_duration(key, time.monotonic() - started)
+            self._store.record_duration(key, self._clock.monotonic() - started)
         self._store.record_success(key, jobs, now, full=full is not None)
         if full is not None:
             self._store.full_listings[full] += 1
@@ -247,12 +249,17 @@ class TargetPoller:
                 self._log.warning("unknown_value_seen", field="operation", value=job.operation[:64])
 
 
-async def _wait(stop: asyncio.Event, seconds: float) -> bool:
-    """Sleep up to ``seconds``; True if ``stop`` was set meanwhile."""
-    if seconds <= 0:
+async def _wait(clock: Clock, stop: asyncio.Event, seconds: float) -> bool:
+    """Sleep up to ``seconds`` on ``clock``; True (at once) if ``stop`` is set meanwhile."""
+    if seconds <= 0 or stop.is_set():
         return stop.is_set()
+    sleeper = asyncio.ensure_future(clock.sleep(seconds))
+    stopper = asyncio.ensure_future(stop.wait())
     try:
-        await asyncio.wait_for(stop.wait(), timeout=seconds)
-    except TimeoutError:
-        return False
-    return True
+        await asyncio.wait((sleeper, stopper), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        sleeper.cancel()
+        stopper.cancel()
+    if sleeper.done() and not sleeper.cancelled():
+        sleeper.result()  # a clock that failed must not turn the loop into a busy one
+    return stop.is_set()
