@@ -123,6 +123,9 @@ class TargetPoller:
         finally:
             self._store.record_duration(key, time.monotonic() - started)
         self._store.record_success(key, jobs, now, full=full)
+        self._store.remember_details(
+            key, [d for c, d in changes if c.kind == "job_failed" and d is not None]
+        )
         self._store.count_events(Counter(c.kind for c, _ in changes))
         if changes:
             self._publish([Event(change, self.target, now, detail) for change, detail in changes])
