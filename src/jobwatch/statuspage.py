@@ -23,11 +23,12 @@ from jobwatch.views import (
     SLICE_SECONDS,
     SORT_KEYS,
     JobQuery,
+    duration_words,
     query_jobs,
     targets_document,
 )
 
-__all__ = ["REFRESH_SECONDS", "duration_words", "render_status_page"]
+__all__ = ["REFRESH_SECONDS", "render_status_page"]
 
 #: How often the page reloads itself (``?refresh=0`` stops it, ``?refresh=N`` sets it).
 REFRESH_SECONDS: Final = 30
@@ -45,21 +46,6 @@ _env = jinja2.Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
-
-
-def duration_words(seconds: float | None) -> str:
-    """``3725`` -> ``1h 2m``: the two largest units, for people."""
-    if seconds is None:
-        return "never"
-    s = int(max(0.0, seconds))
-    parts: list[str] = []
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
-        if s >= size or (unit == "s" and not parts):
-            parts.append(f"{s // size}{unit}")
-            s %= size
-        if len(parts) == 2:
-            break
-    return " ".join(parts)
 
 
 def _percent(value: float | None) -> str:

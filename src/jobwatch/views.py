@@ -33,10 +33,12 @@ from jobwatch.state import Store, TargetState
 
 __all__ = [
     "ATTENTION_REASONS",
+    "GROUPS",
     "MAX_PER_PAGE",
     "SORT_KEYS",
     "JobQuery",
     "QueryError",
+    "duration_words",
     "job_row",
     "query_jobs",
     "targets_document",
@@ -79,6 +81,8 @@ class JobQuery:
     text: str | None = None
     job: str | None = None
     attention: bool | None = None
+    #: One of :data:`GROUPS`: attention, running (the rest not terminal), finished.
+    group: str | None = None
     sort: str = "attention"
     descending: bool = False
     page: int = 1
@@ -119,7 +123,11 @@ class JobQuery:
             if attention_raw not in ("true", "false", "1", "0"):
                 raise QueryError("attention: true or false")
             attention = attention_raw in ("true", "1")
+        group = one("group")
+        if group is not None and group not in GROUPS:
+            raise QueryError(f"group: one of {', '.join(GROUPS)}")
         return JobQuery(
+            group=group,
             account=one("account"),
             region=one("region"),
             statuses=frozenset(statuses),
@@ -132,6 +140,21 @@ class JobQuery:
             page=number("page", 1, 1, 1_000_000),
             per_page=number("per_page", DEFAULT_PER_PAGE, 1, MAX_PER_PAGE),
         )
+
+
+def duration_words(seconds: float | None) -> str:
+    """``3725`` -> ``1h 2m``: the two largest units, for people."""
+    if seconds is None:
+        return "never"
+    s = int(max(0.0, seconds))
+    parts: list[str] = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if s >= size or (unit == "s" and not parts):
+            parts.append(f"{s // size}{unit}")
+            s %= size
+        if len(parts) == 2:
+            break
+    return " ".join(parts)
 
 
 def attention_reasons(t: TrackedJob) -> list[str]:
@@ -228,8 +251,12 @@ def _matches(ts: TargetState, t: TrackedJob, q: JobQuery, text: str | None) -> b
         return False
     if q.operation is not None and job.operation != q.operation:
         return False
-    if q.attention is not None and bool(attention_reasons(t)) != q.attention:
-        return False
+    if q.attention is not None or q.group is not None:
+        reasons = attention_reasons(t)
+        if q.attention is not None and bool(reasons) != q.attention:
+            return False
+        if q.group is not None and _group(t, reasons) != q.group:
+            return False
     if text is not None:
         haystack = f"{job.job_id} {job.description} {job.operation} {ts.target.account_id}"
         return text in haystack.casefold()
