@@ -135,6 +135,13 @@ def _cmd_once(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _cmd_status(args: argparse.Namespace, out: TextIO) -> int:
+    try:
+        return _status(args, out)
+    except KeyboardInterrupt:  # how --watch ends
+        return EXIT_OK
+
+
+def _status(args: argparse.Namespace, out: TextIO) -> int:
     terminal = out.isatty()
     while True:
         try:
@@ -157,10 +164,7 @@ def _cmd_status(args: argparse.Namespace, out: TextIO) -> int:
             out.flush()
             if not args.watch:
                 return EXIT_OK if view[0]["targets_down"] == 0 else EXIT_FAILURE
-        try:
-            time.sleep(args.interval)
-        except KeyboardInterrupt:
-            return EXIT_OK
+        time.sleep(args.interval)
 
 
 def _cmd_sim(args: argparse.Namespace) -> int:
