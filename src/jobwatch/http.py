@@ -27,7 +27,7 @@ from jobwatch.config import BasicAuthConfig
 from jobwatch.metrics import exposition_async
 from jobwatch.state import Store
 from jobwatch.statuspage import render_status_page
-from jobwatch.views import JobQuery, QueryError, query_jobs, targets_document
+from jobwatch.views import JobQuery, QueryError, dumps, query_jobs, targets_document
 
 __all__ = ["CONTENT_TYPE", "KEEPALIVE_TIMEOUT", "create_http_app"]
 
@@ -150,7 +150,7 @@ def create_http_app(
         except QueryError as e:
             return bad_query(e)
         body = await query_jobs(store, query, clock(), external_url=external_url)
-        return web.json_response(body, dumps=_dumps)
+        return web.Response(text=await dumps(body), content_type="application/json")
 
     async def page(request: web.Request) -> web.StreamResponse:
         try:

@@ -14,6 +14,8 @@ snapshot across a turn still reads one consistent poll.
 from __future__ import annotations
 
 import asyncio
+import heapq
+import json
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -38,6 +40,7 @@ __all__ = [
     "SORT_KEYS",
     "JobQuery",
     "QueryError",
+    "dumps",
     "duration_words",
     "job_row",
     "query_jobs",
@@ -45,9 +48,11 @@ __all__ = [
 ]
 
 #: A slice of work on the event loop before it gets a turn (S4: no stall over 50 ms).
-SLICE_SECONDS: Final = 0.01
+SLICE_SECONDS: Final = 0.005
 MAX_PER_PAGE: Final = 1000
 DEFAULT_PER_PAGE: Final = 100
+#: Jobs sorted in one go (about 1 ms each 500); longer listings are merged.
+_RUN: Final = 500
 #: Why a job needs attention, in the order the page lists them.
 ATTENTION_REASONS: Final[tuple[str, ...]] = ("failed", "stalled", "overdue", "task_failure_ratio")
 #: The groups of the default order: attention first, then running, then finished.
@@ -263,24 +268,21 @@ def _matches(ts: TargetState, t: TrackedJob, q: JobQuery, text: str | None) -> b
     return True
 
 
-def _sort_key(sort: str, now: float) -> Callable[[tuple[TargetState, TrackedJob]], Any]:
-    def ident(ts: TargetState, t: TrackedJob) -> tuple[str, str, str]:
-        return (ts.target.account_id, ts.target.region, t.job.job_id)
-
+def _sort_key(sort: str, now: float) -> Callable[[TargetState, TrackedJob], tuple[Any, ...]]:
+    """A flat tuple per job (flat tuples compare fastest): the order, then the job's identity."""
     if sort == "attention":
 
-        def attention(item: tuple[TargetState, TrackedJob]) -> Any:
-            ts, t = item
-            reasons = attention_reasons(t)
-            group = GROUPS.index(_group(t, reasons))
+        def attention(ts: TargetState, t: TrackedJob) -> tuple[Any, ...]:
+            group = GROUPS.index(_group(t, attention_reasons(t)))
             # Within a group, what changed last comes first.
-            return (group, -t.status_since, ident(ts, t))
+            target = ts.target
+            return (group, -t.status_since, target.account_id, target.region, t.job.job_id)
 
         return attention
     simple: dict[str, Callable[[TargetState, TrackedJob], Any]] = {
         "created": lambda ts, t: t.job.creation_time or 0.0,
         "status": lambda ts, t: _STATUS_ORDER.get(t.job.status, len(_STATUS_ORDER)),
-        "account": lambda ts, t: ts.target.account_id,
+        "account": lambda ts, t: "",
         "region": lambda ts, t: ts.target.region,
         "operation": lambda ts, t: t.job.operation,
         "progress": lambda ts, t: (
@@ -290,7 +292,12 @@ def _sort_key(sort: str, now: float) -> Callable[[tuple[TargetState, TrackedJob]
         "job_id": lambda ts, t: t.job.job_id,
     }
     first = simple[sort]
-    return lambda item: (first(*item), ident(*item))
+
+    def key(ts: TargetState, t: TrackedJob) -> tuple[Any, ...]:
+        target = ts.target
+        return (first(ts, t), target.account_id, target.region, t.job.job_id)
+
+    return key
 
 
 @dataclass(slots=True)
@@ -332,21 +339,26 @@ async def query_jobs(
                 await budget.tick()
         await budget.tick()
     total = len(picked)
-    # One sort of 10,000 keys takes a few ms; the keys are built in slices.
-    keyed: list[tuple[Any, int]] = []
+    # Sorting 10,000 keys at once holds the loop 20 ms and more on a busy machine:
+    # runs of _RUN are sorted one per turn, then merged lazily up to the page's end.
     key = _sort_key(q.sort, now)
-    for n, item in enumerate(picked):
-        keyed.append((key(item), n))
-        if n % 256 == 255:
-            await budget.tick()
-    keyed.sort(reverse=q.descending)
-    await budget.tick()
-    start = (q.page - 1) * q.per_page
-    rows = []
-    for _, n in keyed[start : start + q.per_page]:
-        ts, t = picked[n]
-        rows.append(job_row(ts, t, now, ts.details.get(t.job.job_id), external_url))
+    runs: list[list[tuple[Any, int]]] = []
+    for begin in range(0, total, _RUN):
+        run = [(key(*picked[n]), n) for n in range(begin, min(begin + _RUN, total))]
+        run.sort(reverse=q.descending)
+        runs.append(run)
         await budget.tick()
+    start = (q.page - 1) * q.per_page
+    end = start + q.per_page
+    rows = []
+    for position, (_, n) in enumerate(heapq.merge(*runs, reverse=q.descending)):
+        if position >= end:
+            break
+        if position >= start:
+            ts, t = picked[n]
+            rows.append(job_row(ts, t, now, ts.details.get(t.job.job_id), external_url))
+        if position % 128 == 127:
+            await budget.tick()
     pages = max(1, -(-total // q.per_page))
     return {
         "generated_at": iso(now),
@@ -415,3 +427,20 @@ def _status_counts_from(counts: Mapping[str, int]) -> dict[str, int]:
         s for s in counts if s not in _STATUS_ORDER
     )
     return {s: counts[s] for s in order}
+
+
+async def dumps(document: Mapping[str, Any], *, slice_seconds: float = SLICE_SECONDS) -> str:
+    """``document`` as compact JSON; a ``jobs`` list is written a row at a time between
+    turns of the loop (1,000 rows at once take 10 ms and more)."""
+    head = dict(document)
+    rows = head.pop("jobs", None)
+    text = json.dumps(head, separators=(",", ":"), ensure_ascii=False)
+    if rows is None:
+        return text
+    budget = _Budget(slice_seconds)
+    parts = []
+    for row in rows:
+        parts.append(json.dumps(row, separators=(",", ":"), ensure_ascii=False))
+        await budget.tick()
+    glue = "," if head else ""
+    return f'{text[:-1]}{glue}"jobs":[{",".join(parts)}]}}'
