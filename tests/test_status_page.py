@@ -4,6 +4,8 @@ HTTP, and the page as a person sees it: in a real headless Chromium."""
 from __future__ import annotations
 
 import asyncio
+import io
+import json
 import os
 import re
 import shutil
@@ -15,9 +17,14 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import bcrypt
 import pytest
 import yaml
+from pydantic import ValidationError
 
+from jobwatch.cli import main
+from jobwatch.config import WebConfig
+from jobwatch.terminal import fetch_view, render
 from jobwatch.views import JobQuery, QueryError
 from tests.helpers import World, running
 
@@ -305,7 +312,7 @@ async def test_chromium_renders_the_demo_page_and_its_filters(tmp_path: Path) ->
                 f"--screenshot={path}",
                 f"--window-size={size}",
                 "--hide-scrollbars",
-                f"{base}/?refresh=0",
+                f"{base}/",  # as people open it (the 30 s reload does not come in time)
             )
             data = path.read_bytes()
             assert png_size(data) == tuple(int(n) for n in size.split(","))
@@ -313,3 +320,58 @@ async def test_chromium_renders_the_demo_page_and_its_filters(tmp_path: Path) ->
         if SCREENSHOTS:
             for path in shots:
                 shutil.copy(path, Path(SCREENSHOTS) / path.name)
+
+
+# --- The terminal views, in process (tests/test_cli.py runs them as commands) ----------
+
+
+async def test_terminal_views_read_the_api(capsys: pytest.CaptureFixture[str]) -> None:
+    async with demo_world() as (_w, base):
+        # The command blocks on urllib: in a thread, while this loop serves the API.
+        plain = io.StringIO()
+        assert await asyncio.to_thread(main, ["status", "--url", base], plain) == 1  # 444 down
+        text = plain.getvalue()
+        assert "NEEDS ATTENTION (5)" in text
+        assert f"    reason: ManifestReadFailed: {MANIFEST_REASON}\n" in text
+        assert "    report: s3://jobwatch-sim-reports/batch-reports\n" in text
+        assert re.search(rf"^{DENIED}  us-east-1       NO   -  error=AccessDenied$", text, re.M)
+        raw = io.StringIO()
+        assert await asyncio.to_thread(main, ["status", "--url", base, "--json"], raw) == 1
+        doc = json.loads(raw.getvalue())
+        assert doc["attention"]["total"] == 5
+        assert all(j["group"] == "running" for j in doc["running"]["jobs"])
+
+        view = await asyncio.to_thread(fetch_view, base + "/")
+        drawn = io.StringIO()
+        render(view, drawn, terminal=True, width=160)
+        shown = drawn.getvalue()
+        assert "\x1b[" in shown
+        assert "Needs attention (5)" in shown
+        assert "ManifestReadFailed" in shown
+        assert "DOWN" in shown
+    assert await asyncio.to_thread(main, ["status", "--url", "ftp://example"], io.StringIO()) == 1
+    assert "not an http(s) URL" in capsys.readouterr().err
+
+
+async def test_status_sends_the_urls_credentials(capsys: pytest.CaptureFixture[str]) -> None:
+    password_hash = bcrypt.hashpw(b"s3cret", bcrypt.gensalt(4)).decode()
+    auth = {"web": {"basic_auth": {"username": "ops", "password_hash": password_hash}}}
+    async with running({"accounts": [{"id": "111111111111"}]}, auth) as w:
+        port = await w.app.serve_http("127.0.0.1:0")
+        await w.app.poll_all_once()
+        out = io.StringIO()
+        url = f"http://ops:s3cret@127.0.0.1:{port}"
+        assert await asyncio.to_thread(main, ["status", "--url", url], out) == 0
+        assert "111111111111  us-east-1       yes" in out.getvalue()
+        wrong = f"http://ops:nope@127.0.0.1:{port}"
+        assert await asyncio.to_thread(main, ["status", "--url", wrong], io.StringIO()) == 1
+    assert "401" in capsys.readouterr().err
+
+
+def test_external_url_must_be_an_address() -> None:
+    for bad in ("jobwatch.example.com", "ftp://x", "https://x/?a=1", "https://x/#top"):
+        with pytest.raises(ValidationError, match="expected an http:// or https:// address"):
+            WebConfig.model_validate({"external_url": bad})
+    web = WebConfig.model_validate({"external_url": "https://x.example/ops/"})
+    assert web.external_url == "https://x.example/ops"
+    assert web.status_page is True
