@@ -98,7 +98,7 @@ async def _once(config: Config, shard: Shard) -> tuple[App, View]:
         await app.poll_all_once()
     now = app.clock.time()
     view = (
-        targets_document(app.store, now),
+        await targets_document(app.store, now),
         await query_jobs(app.store, JobQuery(group="attention", per_page=SHOWN), now),
         await query_jobs(app.store, JobQuery(group="running", per_page=SHOWN), now),
     )

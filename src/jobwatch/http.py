@@ -142,7 +142,7 @@ def create_http_app(
         return web.json_response({"error": str(e)}, status=400, dumps=_dumps)
 
     async def api_targets(_: web.Request) -> web.StreamResponse:
-        return web.json_response(targets_document(store, clock()), dumps=_dumps)
+        return web.json_response(await targets_document(store, clock()), dumps=_dumps)
 
     async def api_jobs(request: web.Request) -> web.StreamResponse:
         try:

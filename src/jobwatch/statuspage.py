@@ -76,11 +76,12 @@ async def render_status_page(
     jobs = await query_jobs(
         store, query, now, external_url=external_url, slice_seconds=slice_seconds
     )
-    fleet = targets_document(store, now)
-    await asyncio.sleep(0)
-    operations = sorted(
-        {t.job.operation for ts in store.targets.values() for t in (ts.jobs or {}).values()} - {""}
-    )
+    fleet = await targets_document(store, now, slice_seconds=slice_seconds)
+    seen: set[str] = set()
+    for ts in list(store.targets.values()):
+        seen.update(t.job.operation for t in (ts.jobs or {}).values())
+        await asyncio.sleep(0)  # one target's jobs at a time
+    operations = sorted(seen - {""})
     kept = {k: v for k, v in params.items() if v and k not in ("page",)}
 
     def link(**changes: Any) -> str:

@@ -378,8 +378,11 @@ def _throttled(ts: TargetState) -> int:
     return sum(n for (_, outcome), n in ts.api_requests.items() if outcome == "throttled")
 
 
-def targets_document(store: Store, now: float) -> dict[str, Any]:
+async def targets_document(
+    store: Store, now: float, *, slice_seconds: float = SLICE_SECONDS
+) -> dict[str, Any]:
     """Every target's health and job counts, and the fleet's totals (docs/api.md)."""
+    budget = _Budget(slice_seconds)
     rows: list[dict[str, Any]] = []
     totals: Counter[str] = Counter()
     attention: Counter[str] = Counter()
@@ -387,8 +390,12 @@ def targets_document(store: Store, now: float) -> dict[str, Any]:
         jobs = list((ts.jobs or {}).values())
         counts = _status_counts(jobs)
         totals.update(counts)
-        for t in jobs:
-            attention.update(attention_reasons(t))
+        for n, t in enumerate(jobs):
+            if t.stalled or t.overdue or t.ratio_exceeded or t.job.status == "Failed":
+                attention.update(attention_reasons(t))
+            if n % 256 == 255:
+                await budget.tick()
+        await budget.tick()
         requests = sum(ts.api_requests.values())
         rows.append(
             {
