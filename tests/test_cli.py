@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import pty
+import re
 import signal
 import socket
+import struct
 import subprocess
 import sys
+import termios
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -124,6 +129,11 @@ def test_once_prints_a_table_and_json(simulator: str, tmp_path: Path) -> None:
     )
     assert table.returncode == 0, table.stderr
     assert f"{A:<13} us-east-1       yes  Active=1 Paused=1" in table.stdout
+    # Piped: plain aligned text, no colour; events and logs went to stderr.
+    assert "\x1b[" not in table.stdout
+    assert "NEEDS ATTENTION (0)\n" in table.stdout
+    assert re.search(r"^Active +cli-active-job +111111111111 +us-east-1 ", table.stdout, re.M)
+    assert not any(line.startswith("{") for line in table.stdout.splitlines())
     both = write_config(tmp_path, simulator, [A, D])
     out = subprocess.run(
         jobwatch("once", "-c", str(both), "--json"),
@@ -138,6 +148,41 @@ def test_once_prints_a_table_and_json(simulator: str, tmp_path: Path) -> None:
     assert rows[A]["jobs"] == {"Active": 1, "Paused": 1}
     assert rows[D]["up"] is False
     assert rows[D]["error"] == "AccessDenied"
+
+
+def test_once_draws_tables_on_a_terminal(simulator: str, tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, simulator, [A, D])
+    leader, follower = pty.openpty()
+    log = (tmp_path / "stderr.log").open("wb")
+    # A terminal 160 columns wide, as a laptop's.
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 160, 0, 0))
+    proc = subprocess.Popen(
+        jobwatch("once", "-c", str(cfg)),
+        env={**child_env(), "TERM": "xterm-256color"},
+        stdout=follower,
+        stderr=log,
+    )
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(leader)
+    proc.wait(timeout=60)
+    log.close()
+    shown = b"".join(chunks).decode()
+    assert proc.returncode == 1, (tmp_path / "stderr.log").read_text()  # D is down
+    assert "\x1b[" in shown  # colour
+    assert "Targets: 1 up, 1 down" in shown
+    assert "Running (2)" in shown
+    assert re.search(r"\u2503.*Status.*\u2503", shown)  # a drawn table heading
+    assert "DOWN" in shown  # the word, not only red
+    assert "\u2501" in shown  # progress bars
 
 
 def test_run_serves_then_stops_cleanly_on_sigterm(simulator: str, tmp_path: Path) -> None:
@@ -156,6 +201,7 @@ def test_run_serves_then_stops_cleanly_on_sigterm(simulator: str, tmp_path: Path
             text = r.read().decode()
         assert f'jobwatch_target_up{{aws_account_id="{A}",aws_region="us-east-1"}} 1.0' in text
         assert f'jobwatch_target_up{{aws_account_id="{D}",aws_region="us-east-1"}} 0.0' in text
+        check_status_command(f"http://127.0.0.1:{port}")
         proc.send_signal(signal.SIGTERM)
         out, _ = proc.communicate(timeout=20)
     finally:
@@ -167,6 +213,62 @@ def test_run_serves_then_stops_cleanly_on_sigterm(simulator: str, tmp_path: Path
     assert events[0] == "started"
     assert "stopping" in events
     assert events[-1] == "stopped"
+
+
+def check_status_command(url: str) -> None:
+    """``jobwatch status`` against a running daemon: the view, JSON, --watch."""
+    shown = subprocess.run(
+        jobwatch("status", "--url", url),
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert shown.returncode == 1, shown.stderr  # D is down
+    assert f"{D:<13} us-east-1       NO   -  error=AccessDenied" in shown.stdout
+    assert "RUNNING (2)" in shown.stdout
+    assert re.search(r"^Paused +cli-paused-job +111111111111 ", shown.stdout, re.M)
+    raw = subprocess.run(
+        jobwatch("status", "--url", url, "--json"),
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    doc = json.loads(raw.stdout)
+    assert doc["targets"]["targets_down"] == 1
+    assert {j["job_id"] for j in doc["running"]["jobs"]} == {"cli-active-job", "cli-paused-job"}
+    watch = subprocess.Popen(
+        jobwatch("status", "--url", url, "--watch", "--interval", "0.2s"),
+        env=child_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert watch.stdout is not None
+        redraws = 0
+        for line in watch.stdout:
+            redraws += line.startswith("--- ")
+            if redraws == 3:
+                break
+        watch.send_signal(signal.SIGINT)
+        _, err = watch.communicate(timeout=10)
+    finally:
+        if watch.poll() is None:
+            watch.kill()
+            watch.communicate()
+    assert redraws == 3
+    assert watch.returncode == 0, err
+    closed = subprocess.run(
+        jobwatch("status", "--url", f"http://127.0.0.1:{free_port()}"),
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert closed.returncode == 1
+    assert "jobwatch status: http://127.0.0.1:" in closed.stderr
 
 
 def test_second_signal_exits_at_once(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import structlog
 
 from jobwatch.diff import EVENT_KINDS, Change
-from jobwatch.events import MAX_TEXT, Event, LogSink
+from jobwatch.events import MAX_TEXT, Event, LogSink, linked_to_status_page
 from jobwatch.log import configure_logging
 from jobwatch.model import FailureReason, Job, JobDetail, ReportLocation, Target, console_url
 
@@ -119,3 +119,15 @@ def test_console_url_names_the_partition_host() -> None:
     )
     assert console_url("us-isob-east-1", "j-1") is None
     assert _failed("d", "r").to_dict()["console_url"] == console_url("eu-west-1", "j-1")
+
+
+def test_status_url_only_under_an_external_url() -> None:
+    event = _failed("d", "r")
+    assert "status_url" not in event.to_dict()
+    assert linked_to_status_page([event], None) == [event]
+    (linked,) = linked_to_status_page([event], "https://jw.example/ops")
+    assert linked.to_dict()["status_url"] == (
+        f"https://jw.example/ops/?account={TARGET.account_id}&region={TARGET.region}"
+        f"&job={event.change.job.job_id}"
+    )
+    assert {*linked.to_dict()} - {*event.to_dict()} == {"status_url"}

@@ -68,7 +68,14 @@ async def test_nothing_printed_or_served_contains_a_credential(
             port = await w.app.serve_http("127.0.0.1:0")
             async with aiohttp.ClientSession() as http:
                 served = ""
-                for path in ("/metrics", "/healthz", "/readyz"):
+                for path in (
+                    "/metrics",
+                    "/healthz",
+                    "/readyz",
+                    "/",
+                    "/api/v1/targets",
+                    "/api/v1/jobs",
+                ):
                     async with http.get(f"http://127.0.0.1:{port}{path}") as r:
                         served += await r.text()
             served += generate_latest(w.app.registry).decode()
@@ -166,6 +173,15 @@ async def test_tls_and_basic_auth_on_metrics(tmp_path: Path) -> None:
                 async with http.get(f"{base}/metrics", headers=basic("prometheus", "s3cret")) as r:
                     assert r.status == 200
                     assert "jobwatch_target_up" in await r.text()
+            # The status page and its API: the same TLS, the same credentials.
+            for path, expected in (("/", "jobwatch status"), ("/api/v1/jobs", '"jobs"')):
+                async with http.get(base + path) as r:
+                    assert r.status == 401, path
+                async with http.get(base + path, headers=basic("prometheus", "wrong")) as r:
+                    assert r.status == 401, path
+                async with http.get(base + path, headers=basic("prometheus", "s3cret")) as r:
+                    assert r.status == 200, path
+                    assert expected in await r.text()
             async with http.get(f"{base}/healthz") as r:
                 assert r.status == 200  # probes need no credentials
         async with aiohttp.ClientSession() as plain:

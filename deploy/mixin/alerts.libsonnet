@@ -47,6 +47,10 @@
       summary: annotations.summary + where,
       description: annotations.description,
       runbook_url: c.runbookURLPattern % std.asciiLower(name),
+      // The page's link for one job (jobwatch's model.status_page_url).
+      [if c.statusPageURL != '' && std.startsWith(name, 'S3BatchJob') then 'status_page_url']:
+        std.rstripChars(c.statusPageURL, '/')
+        + '/?account={{ $labels.aws_account_id | urlquery }}&region={{ $labels.aws_region | urlquery }}&job={{ $labels.job_id | urlquery }}',
     },
   },
 

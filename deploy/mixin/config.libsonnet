@@ -30,6 +30,11 @@
     // Point it at your copy of the runbooks.
     runbookURLPattern: 'https://github.com/jobwatch/jobwatch/blob/main/docs/runbooks.md#%s',
 
+    // jobwatch's status page as people reach it (its web.external_url, e.g.
+    // 'https://jobwatch.example.com'). When set, every S3BatchJob* alert carries a
+    // status_page_url annotation that opens the job there; empty: no such annotation.
+    statusPageURL: '',
+
     // Who hears about what (deploy/alertmanager/alertmanager.yaml routes by severity:
     // critical pages, warning goes to chat, info to a low-traffic channel). A failed
     // job is somebody's own job: where that is a ticket rather than a page, set

@@ -44,7 +44,7 @@ RULES_HEADER = """\
 """
 # jsonnet writes object fields sorted; rules read better in Prometheus's own order.
 RULE_KEYS = ["alert", "record", "expr", "for", "keep_firing_for", "labels", "annotations"]
-ANNOTATION_KEYS = ["summary", "description", "runbook_url"]
+ANNOTATION_KEYS = ["summary", "description", "runbook_url", "status_page_url"]
 
 
 class _Dumper(yaml.SafeDumper):

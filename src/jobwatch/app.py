@@ -31,7 +31,7 @@ from jobwatch.discovery import (
     OrganizationsSource,
     cache_path_for,
 )
-from jobwatch.events import EventRecord, EventSink, LogSink, emit_all
+from jobwatch.events import EventRecord, EventSink, LogSink, emit_all, linked_to_status_page
 from jobwatch.http import KEEPALIVE_TIMEOUT, create_http_app
 from jobwatch.log import get_logger
 from jobwatch.metrics import (
@@ -232,11 +232,12 @@ class App:
 
     def _make_poller(self, target: Target) -> TargetPoller:
         assert self.source is not None, "App.start() builds the source first"
+        external_url = self.config.web.external_url
         return TargetPoller(
             target,
             self.source,
             self.store,
-            lambda events: self._publish(events),
+            lambda events: self._publish(linked_to_status_page(events, external_url)),
             self.clock,
             self._policy,
             self._settings,
@@ -255,7 +256,14 @@ class App:
         host, _, port = (listen or self.config.listen).rpartition(":")
         web_config = self.config.web
         runner = web.AppRunner(
-            create_http_app(self.store, self.registry, web_config.basic_auth),
+            create_http_app(
+                self.store,
+                self.registry,
+                web_config.basic_auth,
+                status_page=web_config.status_page,
+                external_url=web_config.external_url,
+                clock=self.clock.time,
+            ),
             access_log=None,
             handle_signals=False,
             shutdown_timeout=1.0,

@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import sys
+import time
 from collections.abc import Sequence
 from typing import Any, TextIO
 
@@ -21,10 +22,11 @@ from jobwatch.config import Config, load_config
 from jobwatch.duration import parse_duration
 from jobwatch.errors import ConfigError
 from jobwatch.log import configure_logging
-from jobwatch.model import KNOWN_STATUSES
 from jobwatch.serve import serve
 from jobwatch.shard import Shard, resolve_shard
 from jobwatch.targets import resolve_targets
+from jobwatch.terminal import SHOWN, View, fetch_view, render
+from jobwatch.views import JobQuery, query_jobs, targets_document
 
 __all__ = ["main"]
 
@@ -89,18 +91,26 @@ def _cmd_check_config(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
-async def _once(config: Config, shard: Shard) -> App:
+async def _once(config: Config, shard: Shard) -> tuple[App, View]:
     # A look, not a run: never touch the daemon's state file.
     app = App(config.model_copy(update={"state_file": None}), shard=shard)
     async with app:
         await app.poll_all_once()
-    return app
+    now = app.clock.time()
+    view = (
+        await targets_document(app.store, now),
+        await query_jobs(app.store, JobQuery(group="attention", per_page=SHOWN), now),
+        await query_jobs(app.store, JobQuery(group="running", per_page=SHOWN), now),
+    )
+    return app, view
 
 
 def _cmd_once(args: argparse.Namespace, out: TextIO) -> int:
     config, shard = _load(args)
-    configure_logging(config.log.level, config.log.format, stream=sys.stderr)
-    app = asyncio.run(_once(config, shard))
+    # Events and logs go to stderr, so that stdout holds the view (or the JSON) alone.
+    events = sys.stdout if args.events == "stdout" else sys.stderr
+    configure_logging(config.log.level, config.log.format, stream=events)
+    app, view = asyncio.run(_once(config, shard))
     rows: list[dict[str, Any]] = []
     for ts in app.store.targets.values():
         counts: dict[str, int] = {}
@@ -120,15 +130,41 @@ def _cmd_once(args: argparse.Namespace, out: TextIO) -> int:
         json.dump(rows, out, indent=2)
         out.write("\n")
     else:
-        out.write(f"{'ACCOUNT':<13} {'REGION':<15} {'UP':<4} JOBS\n")
-        for r in rows:
-            order = [s for s in KNOWN_STATUSES if s in r["jobs"]]
-            order += sorted(s for s in r["jobs"] if s not in KNOWN_STATUSES)
-            jobs = " ".join(f"{s}={r['jobs'][s]}" for s in order) or "-"
-            extra = f"  error={r['error']}" if r["error"] else ""
-            up = "yes" if r["up"] else "NO"
-            out.write(f"{r['aws_account_id']:<13} {r['aws_region']:<15} {up:<4} {jobs}{extra}\n")
+        render(view, out)
     return EXIT_OK if all(r["up"] for r in rows) else EXIT_FAILURE
+
+
+def _cmd_status(args: argparse.Namespace, out: TextIO) -> int:
+    try:
+        return _status(args, out)
+    except KeyboardInterrupt:  # how --watch ends
+        return EXIT_OK
+
+
+def _status(args: argparse.Namespace, out: TextIO) -> int:
+    terminal = out.isatty()
+    while True:
+        try:
+            view = fetch_view(args.url, timeout=args.timeout)
+        except (OSError, ValueError) as e:
+            sys.stderr.write(f"jobwatch status: {args.url}: {e}\n")
+            if not args.watch:
+                return EXIT_FAILURE
+        else:
+            if args.json:
+                keys = ("targets", "attention", "running")
+                json.dump(dict(zip(keys, view, strict=True)), out, indent=2)
+                out.write("\n")
+            else:
+                if args.watch and terminal:
+                    out.write("\x1b[H\x1b[2J")  # home and clear: redraw in place
+                elif args.watch:
+                    out.write(f"--- {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}\n")
+                render(view, out, terminal=terminal)
+            out.flush()
+            if not args.watch:
+                return EXIT_OK if view[0]["targets_down"] == 0 else EXIT_FAILURE
+        time.sleep(args.interval)
 
 
 def _cmd_sim(args: argparse.Namespace) -> int:
@@ -187,7 +223,25 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("once", help="poll every target once and print a summary")
     p.add_argument("-c", "--config", required=True)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument(
+        "--events",
+        choices=("stderr", "stdout"),
+        default="stderr",
+        help="where the JSON events and logs go (default %(default)s)",
+    )
     _shard_arguments(p)
+
+    p = sub.add_parser("status", help="show a running jobwatch's view from its API (docs/api.md)")
+    p.add_argument(
+        "--url",
+        required=True,
+        help="the daemon's address, e.g. http://127.0.0.1:9877 after kubectl port-forward "
+        "(user:password@ in it is sent as basic auth)",
+    )
+    p.add_argument("--watch", action="store_true", help="redraw every --interval until Ctrl-C")
+    p.add_argument("--interval", type=parse_duration, default=5.0, help="with --watch (default 5s)")
+    p.add_argument("--timeout", type=parse_duration, default=10.0, help="per request")
+    p.add_argument("--json", action="store_true", help="print the API's documents as JSON")
 
     p = sub.add_parser("demo", help="simulator and daemon in one process, no AWS account needed")
     p.add_argument(
@@ -214,6 +268,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
             return _cmd_check_config(args, stdout)
         if args.command == "once":
             return _cmd_once(args, stdout)
+        if args.command == "status":
+            return _cmd_status(args, stdout)
         if args.command == "sim":
             return _cmd_sim(args)
         return _cmd_demo(args)

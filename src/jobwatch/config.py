@@ -213,6 +213,23 @@ class BasicAuthConfig(_Model):
 class WebConfig(_Model):
     tls: TLSConfig | None = None
     basic_auth: BasicAuthConfig | None = None
+    #: The status page (``/``) and its JSON API (``/api/v1/...``); docs/api.md.
+    status_page: bool = True
+    #: Where people reach this server (behind an Ingress, say): events and alert
+    #: annotations then link each job to its place on the status page.
+    external_url: str | None = None
+
+    @field_validator("external_url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is None:
+            return None
+        if not re.fullmatch(r"https?://[^\s/?#]+(/[^\s?#]*)?", v):
+            raise ValueError(
+                "expected an http:// or https:// address without query or fragment, "
+                "such as https://jobwatch.example.com"
+            )
+        return v.rstrip("/")
 
 
 class Defaults(_Model):

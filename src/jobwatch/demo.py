@@ -69,11 +69,16 @@ async def run_demo(
 
         def ready(port: int) -> None:
             sys.stdout.write(
-                f"jobwatch demo: open http://{host}:{port}/metrics "
-                f"(simulator at {server.url}, {len(app.targets)} targets); "
-                "events follow as JSON lines; Ctrl-C stops\n"
+                f"jobwatch demo: status page http://{host}:{port}/ and metrics "
+                f"http://{host}:{port}/metrics (simulator at {server.url}, "
+                f"{len(app.targets)} targets); events follow as JSON lines; Ctrl-C stops\n"
             )
             sys.stdout.flush()
-            get_logger("jobwatch").info("demo_started", simulator=server.url, metrics_port=port)
+            get_logger("jobwatch").info(
+                "demo_started",
+                simulator=server.url,
+                metrics_port=port,
+                status_page=f"http://{host}:{port}/",
+            )
 
         await serve(app, ready=ready, stop_after=duration)

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from jobwatch.diff import Change, EventKind
 from jobwatch.log import get_logger
-from jobwatch.model import JobDetail, Target, console_url
+from jobwatch.model import JobDetail, Target, console_url, status_page_url
 
 __all__ = [
     "MAX_TEXT",
@@ -26,6 +26,7 @@ __all__ = [
     "RecordedEvent",
     "emit_all",
     "iso",
+    "linked_to_status_page",
 ]
 
 #: Longest free-text field (descriptions, reasons) an event carries, in characters.
@@ -53,6 +54,8 @@ class Event:
     target: Target
     observed_at: float
     detail: JobDetail | None = None
+    #: ``web.external_url``: when set, the event links the job on the status page.
+    status_page: str | None = None
 
     @property
     def kind(self) -> EventKind:
@@ -103,6 +106,10 @@ class Event:
             "observed_at": iso(self.observed_at),
             "console_url": console_url(self.target.region, job.job_id),
         }
+        if self.status_page is not None:
+            out["status_url"] = status_page_url(
+                self.status_page, self.target.account_id, self.target.region, job.job_id
+            )
         if self.target.labels:
             out["labels"] = dict(self.target.labels)
         if c.previous_status is not None:
@@ -199,3 +206,10 @@ def emit_all(sinks: Sequence[EventSink], event: EventRecord) -> None:
             sink.emit(event)
         except Exception:  # a broken sink must not lose the others' events
             log.exception("event_sink_failed", sink=type(sink).__name__, event_kind=event.kind)
+
+
+def linked_to_status_page(events: list[EventRecord], external_url: str | None) -> list[EventRecord]:
+    """``events`` carrying a ``status_url`` under ``external_url`` (unchanged when None)."""
+    if external_url is None:
+        return events
+    return [replace(e, status_page=external_url) if isinstance(e, Event) else e for e in events]

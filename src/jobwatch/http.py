@@ -1,9 +1,11 @@
-"""jobwatch's HTTP server: ``/metrics``, ``/healthz``, ``/readyz`` and nothing else.
+"""jobwatch's HTTP server: ``/metrics``, ``/healthz``, ``/readyz``, and the status page
+(``/``) with its JSON API (``/api/v1/targets``, ``/api/v1/jobs``; docs/api.md).
 
 GET and HEAD only. Request lines and headers are bounded by aiohttp (8 KiB
 each), bodies are never read, idle keep-alive connections close after 15 s.
-``/metrics`` may require HTTP basic auth (bcrypt hash, as the Prometheus
-exporter-toolkit does); the probes never do, the kubelet has no credentials.
+``/metrics``, the page and the API may require HTTP basic auth (bcrypt hash, as
+the Prometheus exporter-toolkit does); the probes never do, the kubelet has no
+credentials. ``web.status_page: false`` leaves the page and the API out (404).
 """
 
 from __future__ import annotations
@@ -13,6 +15,9 @@ import base64
 import binascii
 import hashlib
 import hmac
+import json
+import time
+from collections.abc import Awaitable, Callable
 
 import bcrypt
 from aiohttp import web
@@ -21,6 +26,8 @@ from prometheus_client.registry import CollectorRegistry
 from jobwatch.config import BasicAuthConfig
 from jobwatch.metrics import exposition_async
 from jobwatch.state import Store
+from jobwatch.statuspage import render_status_page
+from jobwatch.views import JobQuery, QueryError, dumps, query_jobs, targets_document
 
 __all__ = ["CONTENT_TYPE", "KEEPALIVE_TIMEOUT", "create_http_app"]
 
@@ -28,6 +35,17 @@ _MAX_REQUEST_BYTES = 8 * 1024
 KEEPALIVE_TIMEOUT = 15.0
 #: The classic text format every Prometheus 2.x and 3.x reads (names are legacy-safe).
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+#: The page runs no script and loads nothing: say so to the browser.
+_PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+        "frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+_Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 class _BasicAuth:
@@ -62,18 +80,35 @@ class _BasicAuth:
 
 
 def create_http_app(
-    store: Store, registry: CollectorRegistry, basic_auth: BasicAuthConfig | None = None
+    store: Store,
+    registry: CollectorRegistry,
+    basic_auth: BasicAuthConfig | None = None,
+    *,
+    status_page: bool = True,
+    external_url: str | None = None,
+    clock: Callable[[], float] = time.time,
 ) -> web.Application:
-    """The aiohttp application. GET and HEAD only; other paths are 404."""
+    """The aiohttp application. GET and HEAD only; other paths are 404.
+
+    ``clock`` tells the page and the API what time it is (the app's clock).
+    """
     auth = _BasicAuth(basic_auth) if basic_auth is not None else None
 
+    def guarded(handler: _Handler) -> _Handler:
+        """``handler`` behind the basic auth, when there is one."""
+
+        async def check(request: web.Request) -> web.StreamResponse:
+            if auth is not None and not await auth.allowed(request.headers.get("Authorization")):
+                return web.Response(
+                    status=401,
+                    text="unauthorized\n",
+                    headers={"WWW-Authenticate": 'Basic realm="jobwatch"'},
+                )
+            return await handler(request)
+
+        return check
+
     async def metrics(request: web.Request) -> web.StreamResponse:
-        if auth is not None and not await auth.allowed(request.headers.get("Authorization")):
-            return web.Response(
-                status=401,
-                text="unauthorized\n",
-                headers={"WWW-Authenticate": 'Basic realm="jobwatch"'},
-            )
         # generate_latest's bytes (gzipped at level 1 if asked), written from the
         # state in slices that leave the loop to the polls (docs/performance.md).
         compress = "gzip" in request.headers.get("Accept-Encoding", "")
@@ -103,7 +138,51 @@ def create_http_app(
         became_ready = True
         return web.Response(text="ready\n")
 
+    def bad_query(e: QueryError) -> web.Response:
+        return web.json_response({"error": str(e)}, status=400, dumps=_dumps)
+
+    async def api_targets(_: web.Request) -> web.StreamResponse:
+        return web.json_response(await targets_document(store, clock()), dumps=_dumps)
+
+    async def api_jobs(request: web.Request) -> web.StreamResponse:
+        try:
+            query = _parse(request)
+        except QueryError as e:
+            return bad_query(e)
+        body = await query_jobs(store, query, clock(), external_url=external_url)
+        return web.Response(text=await dumps(body), content_type="application/json")
+
+    async def page(request: web.Request) -> web.StreamResponse:
+        try:
+            query = _parse(request)
+        except QueryError as e:
+            return web.Response(status=400, text=f"bad query: {e}\n", headers=_PAGE_HEADERS)
+        html = await render_status_page(
+            store, query, request.query, clock(), external_url=external_url
+        )
+        return web.Response(text=html, content_type="text/html", headers=_PAGE_HEADERS)
+
     app = web.Application(client_max_size=_MAX_REQUEST_BYTES)
-    for path, handler in (("/metrics", metrics), ("/healthz", healthz), ("/readyz", readyz)):
+    routes: list[tuple[str, _Handler]] = [
+        ("/metrics", guarded(metrics)),
+        ("/healthz", healthz),
+        ("/readyz", readyz),
+    ]
+    if status_page:
+        routes += [
+            ("/", guarded(page)),
+            ("/api/v1/targets", guarded(api_targets)),
+            ("/api/v1/jobs", guarded(api_jobs)),
+        ]
+    for path, handler in routes:
         app.router.add_get(path, handler)  # add_get also answers HEAD
     return app
+
+
+def _dumps(value: object) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _parse(request: web.Request) -> JobQuery:
+    query = request.query
+    return JobQuery.from_params(query, lambda name: list(query.getall(name, [])))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 from typing import Final
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 __all__ = [
     "KNOWN_OPERATIONS",
@@ -19,6 +19,7 @@ __all__ = [
     "ReportLocation",
     "Target",
     "console_url",
+    "status_page_url",
 ]
 
 #: The 13 statuses AWS documents, in lifecycle order (exported zero-filled).
@@ -204,3 +205,9 @@ def console_url(region: str, job_id: str) -> str | None:
     if host is None:
         return None
     return f"https://{host}/s3/jobs/{quote(job_id, safe='')}?region={quote(region, safe='')}"
+
+
+def status_page_url(base: str, account: str, region: str, job_id: str) -> str:
+    """jobwatch's status page showing one job; ``base`` is ``web.external_url``."""
+    query = urlencode({"account": account, "region": region, "job": job_id})
+    return f"{base.rstrip('/')}/?{query}"

@@ -144,6 +144,9 @@ class TargetPoller:
         self._store.record_success(key, jobs, now, full=full is not None)
         if full is not None:
             self._store.full_listings[full] += 1
+        self._store.remember_details(
+            key, [d for c, d in changes if c.kind == "job_failed" and d is not None]
+        )
         self._store.count_events(Counter(c.kind for c, _ in changes))
         if changes:
             self._publish([Event(change, self.target, now, detail) for change, detail in changes])

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from jobwatch.diff import EVENT_KINDS, TrackedJob
-from jobwatch.model import Target
+from jobwatch.model import JobDetail, Target
 
 __all__ = ["FULL_LISTING_REASONS", "POLL_DURATION_BUCKETS", "Store", "TargetState"]
 
@@ -42,6 +42,9 @@ class TargetState:
     overruns: int = 0
     #: HTTP attempts by (operation, outcome).
     api_requests: Counter[tuple[str, str]] = field(default_factory=Counter)
+    #: DescribeJob's answer for failed jobs still tracked (the status page shows the
+    #: reasons); kept in memory only, never in the state file.
+    details: dict[str, JobDetail] = field(default_factory=dict)
 
 
 class Store:
@@ -88,6 +91,9 @@ class Store:
     ) -> None:
         ts = self.targets[key]
         ts.jobs = jobs
+        if ts.details:
+            # Bounded like the snapshot: a job that aged out takes its detail along.
+            ts.details = {jid: d for jid, d in ts.details.items() if jid in jobs}
         ts.up = True
         ts.attempted = True
         ts.last_success = now
@@ -98,6 +104,14 @@ class Store:
         ts.polls["success"] += 1
         if self.on_change is not None:
             self.on_change()
+
+    def remember_details(self, key: tuple[str, str], details: Iterable[JobDetail]) -> None:
+        """Keep DescribeJob's answers about failed jobs the target's snapshot tracks."""
+        ts = self.targets[key]
+        jobs = ts.jobs or {}
+        for detail in details:
+            if detail.job.job_id in jobs:
+                ts.details[detail.job.job_id] = detail
 
     def record_failure(self, key: tuple[str, str], error: str) -> None:
         ts = self.targets[key]

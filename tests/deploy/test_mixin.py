@@ -137,6 +137,7 @@ CUSTOM = """{
   pollsStaleSeconds: 1234,
   showMultiCluster: true,
   clusterLabel: 'k8s_cluster',
+  statusPageURL: 'https://jobwatch.example.com/',
 }"""
 
 
@@ -159,6 +160,15 @@ def test_customised_rules_use_the_selector_runbooks_and_severity(
         assert 'job="jobwatch"' not in expr
         url = rule["annotations"]["runbook_url"]
         assert url == f"https://wiki.example.com/runbooks/jobwatch#{rule['alert'].lower()}"
+        link = rule["annotations"].get("status_page_url")
+        if rule["alert"].startswith("S3BatchJob"):
+            # One job per alert: the page opens on it (what jobwatch's events link to).
+            assert link == (
+                "https://jobwatch.example.com/?account={{ $labels.aws_account_id | urlquery }}"
+                "&region={{ $labels.aws_region | urlquery }}&job={{ $labels.job_id | urlquery }}"
+            ), rule["alert"]
+        else:
+            assert link is None, rule["alert"]
     by_name = {r["alert"]: r for r in rules}
     assert by_name["S3BatchJobFailed"]["labels"]["severity"] == "warning"
     assert "> 1234" in by_name["JobwatchPollsStale"]["expr"]

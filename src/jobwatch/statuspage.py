@@ -1,0 +1,121 @@
+"""The status page (``GET /``): server-rendered HTML from :mod:`jobwatch.views`.
+
+No JavaScript and nothing fetched from elsewhere (a cluster may have no egress):
+one HTML document with its style inline, refreshed by ``<meta http-equiv=refresh>``.
+Status words are written out, so colour is a help, never the only signal. The
+template is rendered in slices that give the event loop a turn (views.SLICE_SECONDS).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from typing import Any, Final
+from urllib.parse import urlencode
+
+import jinja2
+
+from jobwatch import __version__
+from jobwatch.model import KNOWN_STATUSES
+from jobwatch.state import Store
+from jobwatch.views import (
+    SLICE_SECONDS,
+    SORT_KEYS,
+    JobQuery,
+    duration_words,
+    query_jobs,
+    targets_document,
+)
+
+__all__ = ["REFRESH_SECONDS", "render_status_page"]
+
+#: How often the page reloads itself (``?refresh=0`` stops it, ``?refresh=N`` sets it).
+REFRESH_SECONDS: Final = 30
+_ATTENTION_WORDS: Final = {
+    "failed": "FAILED",
+    "stalled": "STALLED (no task progress)",
+    "overdue": "OVERDUE in its status",
+    "task_failure_ratio": "TASK FAILURES over the limit",
+}
+
+_env = jinja2.Environment(
+    loader=jinja2.PackageLoader("jobwatch", "templates"),
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{value * 100:.1f}%"
+
+
+_env.filters["duration"] = duration_words
+_env.filters["percent"] = _percent
+
+
+def _refresh(params: Mapping[str, str]) -> int:
+    raw = params.get("refresh", "")
+    if raw.isdigit():
+        return min(int(raw), 3600)
+    return REFRESH_SECONDS
+
+
+async def render_status_page(
+    store: Store,
+    query: JobQuery,
+    params: Mapping[str, str],
+    now: float,
+    *,
+    external_url: str | None = None,
+    slice_seconds: float = SLICE_SECONDS,
+) -> str:
+    """The page for ``query``; ``params`` are the request's own, kept in every link."""
+    jobs = await query_jobs(
+        store, query, now, external_url=external_url, slice_seconds=slice_seconds
+    )
+    fleet = await targets_document(store, now, slice_seconds=slice_seconds)
+    seen: set[str] = set()
+    for ts in list(store.targets.values()):
+        seen.update(t.job.operation for t in (ts.jobs or {}).values())
+        await asyncio.sleep(0)  # one target's jobs at a time
+    operations = sorted(seen - {""})
+    kept = {k: v for k, v in params.items() if v and k not in ("page",)}
+
+    def link(**changes: Any) -> str:
+        merged = {**kept, **{k: str(v) for k, v in changes.items() if v is not None}}
+        for k, v in changes.items():
+            if v is None:
+                merged.pop(k, None)
+        return "?" + urlencode(merged)
+
+    def sort_link(key: str) -> str:
+        order = "desc" if query.sort == key and not query.descending else "asc"
+        return link(sort=key, order=order, page=None)
+
+    template = _env.get_template("status.html")
+    context = {
+        "version": __version__,
+        "q": query,
+        "jobs": jobs,
+        "fleet": fleet,
+        "accounts": sorted({ts.target.account_id for ts in store.targets.values()}),
+        "regions": sorted({ts.target.region for ts in store.targets.values()}),
+        "statuses": KNOWN_STATUSES,
+        "operations": operations,
+        "sort_keys": SORT_KEYS,
+        "attention_words": _ATTENTION_WORDS,
+        "refresh": _refresh(params),
+        "link": link,
+        "sort_link": sort_link,
+    }
+    parts: list[str] = []
+    started = time.perf_counter()
+    for piece in template.generate(context):
+        parts.append(piece)
+        if time.perf_counter() - started >= slice_seconds:
+            await asyncio.sleep(0)
+            started = time.perf_counter()
+    return "".join(parts)
