@@ -180,6 +180,7 @@ class _StoreView:
     events: list[tuple[str, int]]
     unknown: list[tuple[str, int]]
     state_writes: list[tuple[str, int]]
+    state_write_failures: int | None
     target_count: int
     poll_buckets: tuple[tuple[str, float], ...]
     poll_sum: float
@@ -365,6 +366,11 @@ PROCESS_FAMILIES: tuple[Family[_StoreView] | Histogram[_StoreView], ...] = (
         kind="counter",
         labels=("outcome",),
         samples=lambda s: _each(s.state_writes),
+    ),
+    Family(
+        "jobwatch_state_write_consecutive_failures",
+        "State file writes that failed since the last successful one (0 when healthy).",
+        lambda s: s.state_write_failures,
     ),
     Family("jobwatch_targets", "Configured targets.", lambda s: s.target_count),
     Histogram(
@@ -837,6 +843,7 @@ class JobwatchCollector(Collector):
             events=sorted(store.events.items()),
             unknown=sorted(store.unknown_values.items()),
             state_writes=sorted(store.state_writes.items()),
+            state_write_failures=store.state_write_consecutive_failures,
             target_count=len(store.targets),
             poll_buckets=tuple(cumulative),
             poll_sum=store.poll_sum,
