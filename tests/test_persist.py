@@ -448,3 +448,25 @@ async def test_a_failing_writer_is_logged_counted_shown_retried_and_events_go_ou
 def test_without_a_state_file_the_failure_gauge_has_no_sample() -> None:
     registry = make_registry(JobwatchCollector(Store(TARGETS)))
     assert registry.get_sample_value("jobwatch_state_write_consecutive_failures") is None
+
+
+async def test_after_a_restart_appending_goes_on_and_the_file_stays_bounded(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "state.json"
+    key = TARGETS[0].key
+    store, committer, _ = await _committer_with_jobs(path, 100)
+    whole = path.stat().st_size
+    committer.close()
+    for restart in range(1, 30):
+        store = Store(TARGETS)
+        committer = Committer(store, path, [MemorySink()], lambda: T0, compact_bytes=0)
+        committer.recover()
+        store.on_change = committer.mark_dirty
+        listing = _jobs(100, changed=60, by=restart, prefix=TARGETS[0].region)
+        _poll(store, key, listing, T0 + restart)
+        await committer.commit()
+        committer.close()
+        # Appended records written before a restart count towards the next rewrite.
+        assert path.stat().st_size < 3 * whole
+    assert decode(path.read_bytes())[key][0] == store[key].jobs

@@ -135,9 +135,11 @@ def _full_entry(jobs: dict[str, TrackedJob], last_full: float | None) -> str:
     return _dumps({"last_full_listing": last_full, "jobs": [_encode_job(t) for t in jobs.values()]})
 
 
-def _record(entries: Sequence[tuple[Key, str]], outbox: Outbox | None = None) -> bytes:
-    """One line: pre-encoded target entries plus an outbox."""
-    parts = []
+def _record(
+    entries: Sequence[tuple[Key, str]], outbox: Outbox | None = None, at: float | None = None
+) -> bytes:
+    """One line: pre-encoded target entries plus an outbox; ``at``: an appended commit's time."""
+    parts = [] if at is None else [f'"at":{_dumps(at)}']
     if entries:
         parts.append('"targets":{' + ",".join(f"{_dumps(_name(k))}:{e}" for k, e in entries) + "}")
     if outbox:
@@ -166,6 +168,9 @@ class _Loaded:
     good_bytes: int = 0
     torn_bytes: int = 0
     records: int = 0
+    #: Bytes of appended records that change what was written before them (what a
+    #: rewrite would drop; a target's first snapshot is not counted).
+    appended_bytes: int = 0
 
 
 def _split_key(name: str) -> Key:
@@ -179,14 +184,17 @@ def _float_or_none(value: Any) -> float | None:
     return float(value) if value is not None else None
 
 
-def _apply(loaded: _Loaded, rec: Any) -> None:
+def _apply(loaded: _Loaded, rec: Any) -> bool:
+    """Apply one record; whether it changed snapshots written before it (not only added)."""
     if not isinstance(rec, dict):
         raise ValueError("a record is not an object")
     targets = rec.get("targets", {})
     if not isinstance(targets, dict):
         raise ValueError("malformed targets")
+    superseding = False
     for name, entry in targets.items():
         key = _split_key(name)
+        superseding = superseding or key in loaded.targets
         if entry is None:
             loaded.targets.pop(key, None)
             continue
@@ -206,6 +214,7 @@ def _apply(loaded: _Loaded, rec: Any) -> None:
         if not isinstance(seq, int) or not isinstance(record, dict):
             raise ValueError("malformed outbox entry")
         loaded.outbox.append((seq, record))
+    return superseding
 
 
 def _parse(data: bytes) -> _Loaded:
@@ -233,11 +242,13 @@ def _parse(data: bytes) -> _Loaded:
         # A record applies whole or not at all: decode it on a copy of what it changes.
         trial = _Loaded(targets=dict(loaded.targets), outbox=list(loaded.outbox))
         try:
-            _apply(trial, rec)
+            superseding = _apply(trial, rec)
         except (ValueError, KeyError, TypeError, AttributeError):
             break
         loaded.targets, loaded.outbox = trial.targets, trial.outbox
         loaded.records += 1
+        if superseding and "at" in rec:
+            loaded.appended_bytes += end + 1 - offset
         offset = end + 1
         loaded.good_bytes = offset
     loaded.torn_bytes = len(data) - loaded.good_bytes
@@ -413,6 +424,7 @@ class Committer:
         self._compact_bytes = compact_bytes
         self._max_backoff = max_backoff
         self._dirty = asyncio.Event()
+        self._lock = asyncio.Lock()
         self._dirty_keys: set[Key] = set()
         self._pending: list[EventRecord] = []
         self._ack = AckLog(path.with_name(path.name + ".ack"))
@@ -421,8 +433,12 @@ class Committer:
         self._written: dict[Key, tuple[dict[str, TrackedJob], float | None]] = {}
         #: Open for appending while the file is known good; None: rewrite it next.
         self._fd: int | None = None
+        #: Bytes a rewrite would keep, and bytes appended that it would drop (changes
+        #: to snapshots already written): the file is rewritten when the second outgrows
+        #: the first, so it stays under twice the state and rewrites cost what changed.
         self._base_bytes = 0
         self._appended_bytes = 0
+        self._compact_due = False
         self._retry_at = 0.0
         #: Bytes written by each successful commit (appended or rewritten), for tests and bench.
         self.write_sizes: list[tuple[str, int]] = []
@@ -470,7 +486,8 @@ class Committer:
             _log.warning("state_reopen_failed", path=str(self._path), error=str(e)[:300])
             return
         self._fd = fd
-        self._base_bytes = loaded.good_bytes
+        self._appended_bytes = loaded.appended_bytes
+        self._base_bytes = loaded.good_bytes - loaded.appended_bytes
         # The snapshots restored into the store are these very objects.
         self._written = dict(loaded.targets)
         # Targets in the file but no longer watched: the next record drops them.
@@ -490,6 +507,11 @@ class Committer:
 
     async def commit(self) -> None:
         """Write what changed (with the queued events), then emit and acknowledge them."""
+        # One at a time: a commit appends to the file across awaits.
+        async with self._lock:
+            await self._commit()
+
+    async def _commit(self) -> None:
         self._dirty.clear()
         events, self._pending = self._pending, []
         keys, self._dirty_keys = self._dirty_keys, set()
@@ -505,10 +527,13 @@ class Committer:
                 self._dirty_keys |= keys
                 self._dirty.set()
         finally:
-            acked = True
             for (seq, _), event in zip(outbox, events, strict=True):
                 emit_all(self._sinks, event)
-                acked = self._acknowledge(seq) and acked
+                self._acknowledge(seq)
+        if self._compact_due and self._fd is not None:
+            # Right after the append that made it due, never on a commit with nothing
+            # to save; with the snapshots, the events polls published meanwhile.
+            await self._commit()
 
     def _acknowledge(self, seq: int) -> bool:
         try:
@@ -521,9 +546,7 @@ class Committer:
 
     async def _save(self, keys: set[Key], outbox: Outbox) -> None:
         store = self._store
-        rewrite = self._fd is None or self._appended_bytes > max(
-            self._base_bytes, self._compact_bytes
-        )
+        rewrite = self._fd is None or self._compact_due
         now = self._time()
         try:
             # Taken at once, before any await: what the outbox's events were diffed against.
@@ -532,6 +555,7 @@ class Committer:
                 size = await self._rewrite(whole, outbox, now)
                 self._written = whole
                 self._base_bytes, self._appended_bytes = size, 0
+                self._compact_due = False
                 self.write_sizes.append(("rewrite", size))
             else:
                 changed: dict[Key, tuple[dict[str, TrackedJob] | None, float | None]] = {}
@@ -541,8 +565,10 @@ class Committer:
                 size = await self._append(changed, outbox)
                 if size == 0:
                     return  # nothing changed: nothing written
-                self._appended_bytes += size
                 self.write_sizes.append(("append", size))
+                self._compact_due = self._appended_bytes > max(
+                    self._base_bytes, self._compact_bytes
+                )
         except Exception as e:  # any failure: the writer must never stop the events
             self._failed(e, keys)
             return
@@ -577,17 +603,6 @@ class Committer:
                 os.close(self._fd)
             self._fd = None
 
-    async def _sliced(self, items: Sequence[Any], encode: Callable[[Any], Any]) -> list[Any]:
-        """``encode`` of each item, giving the event loop a turn every ``slice_seconds``."""
-        out = []
-        deadline = time.perf_counter() + self._slice
-        for item in items:
-            out.append(encode(item))
-            if time.perf_counter() >= deadline:
-                await asyncio.sleep(0)
-                deadline = time.perf_counter() + self._slice
-        return out
-
     def _delta(self, item: tuple[Key, tuple[dict[str, TrackedJob] | None, float | None]]) -> Any:
         key, (jobs, last_full) = item
         old = self._written.get(key)
@@ -617,25 +632,59 @@ class Committer:
         captured: dict[Key, tuple[dict[str, TrackedJob] | None, float | None]],
         outbox: Outbox,
     ) -> int:
-        items = list(captured.items())
-        deltas = await self._sliced(items, self._delta)
-        entries: list[tuple[Key, str]] = []
-        for (key, _), delta in zip(items, deltas, strict=True):
-            if delta is not _UNCHANGED:
-                entries.append((key, "null" if delta is None else delta))
-        if not entries and not outbox:
-            return 0
-        data = _record(entries, outbox)
+        """Append one record of what changed; its bytes (0: nothing changed, nothing written).
+
+        The record is one line, streamed out in pieces of about 1 MiB (a big
+        first round of baselines is never held whole in memory) and synced once
+        at the end: a crash in between leaves a line cut short, which a load ignores.
+        """
         fd = self._fd
         assert fd is not None
+        head = '{"at":' + _dumps(self._time())
+        batch: list[str] = []
+        pending = 0
+        size = 0
+        saved: list[Key] = []
+        deadline = time.perf_counter() + self._slice
+        for item in captured.items():
+            key = item[0]
+            superseding = key in self._written
+            delta = self._delta(item)
+            if delta is not _UNCHANGED:
+                entry = "null" if delta is None else delta
+                piece = f'{head},"targets":{{' if not saved else ","
+                piece += f"{_dumps(_name(key))}:{entry}"
+                saved.append(key)
+                batch.append(piece)
+                pending += len(piece)
+                if superseding:
+                    self._appended_bytes += len(piece)
+                else:
+                    self._base_bytes += len(piece)
+                if pending >= _MiB:
+                    data = "".join(batch).encode()
+                    batch, pending = [], 0
+                    await asyncio.to_thread(_write_all, fd, data)
+                    size += len(data)
+            if time.perf_counter() >= deadline:
+                await asyncio.sleep(0)
+                deadline = time.perf_counter() + self._slice
+        if not saved and not outbox:
+            return 0
+        tail = "}" if saved else head
+        if outbox:
+            tail += ',"outbox":' + _dumps([[seq, rec] for seq, rec in outbox])
+        batch.append(tail + "}\n")
+        data = "".join(batch).encode()
         await asyncio.to_thread(_append_sync, fd, data)
-        for key, _ in entries:
+        size += len(data)
+        for key in saved:
             jobs, last_full = captured[key]
             if jobs is None:
                 self._written.pop(key, None)
             else:
                 self._written[key] = (jobs, last_full)
-        return len(data)
+        return size
 
     async def _rewrite(
         self,
@@ -714,14 +763,18 @@ class Committer:
         self._ack.close()
 
 
-def _append_sync(fd: int, data: bytes) -> None:
-    if os.fstat(fd).st_nlink == 0:
-        # Deleted or replaced under us: appending would write into nothing.
-        raise FileNotFoundError("the state file was removed")
+def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         written = os.write(fd, view)
         view = view[written:]
+
+
+def _append_sync(fd: int, data: bytes) -> None:
+    if os.fstat(fd).st_nlink == 0:
+        # Deleted or replaced under us: appending would write into nothing.
+        raise FileNotFoundError("the state file was removed")
+    _write_all(fd, data)
     os.fdatasync(fd)
 
 
