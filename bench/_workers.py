@@ -287,10 +287,15 @@ class CallbackTimer:
         if self._original is not None:
             events.Handle._run = self._original  # type: ignore[method-assign]
         top = sorted(self.longest, reverse=True)[:5]
+        by_name: dict[str, float] = {}
+        for took, name in self.longest:
+            by_name[name] = max(took, by_name.get(name, 0.0))
         return {
             "max": self.max,
             "over_50ms": sum(1 for t, _ in self.longest if t > 0.05),
             "top": [{"seconds": t, "callback": n} for t, n in top],
+            # The longest of each callback over 20 ms: which code held the loop.
+            "by_name": dict(sorted(by_name.items(), key=lambda kv: -kv[1])[:10]),
         }
 
 
