@@ -470,3 +470,30 @@ async def test_after_a_restart_appending_goes_on_and_the_file_stays_bounded(
         # Appended records written before a restart count towards the next rewrite.
         assert path.stat().st_size < 3 * whole
     assert decode(path.read_bytes())[key][0] == store[key].jobs
+
+
+async def test_polls_over_http_that_change_nothing_write_nothing(tmp_path: Path) -> None:
+    from tests.helpers import running
+
+    state = tmp_path / "state.json"
+    jobs = [{"id": f"steady-{i}", "tasks": 1000, "rate": 1} for i in range(5)]
+    scenario = {"accounts": [{"id": "111111111111", "jobs": jobs}]}
+    async with running(scenario, {"state_file": str(state)}) as w:
+        await w.step(10)
+        assert w.app.committer is not None
+        written = w.app.store.state_writes["success"]
+        before = state.stat()
+        for _ in range(3):
+            await w.app.poll_all_once()  # the simulator's clock stands still: no change
+        after = state.stat()
+        assert w.app.store.state_writes["success"] == written
+        assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+        await w.step(10)  # tasks progress: each job's row is appended, nothing more
+        assert w.app.store.state_writes["success"] == written + 1
+        grown = state.stat().st_size - after.st_size
+        assert 0 < grown < 5 * 400
+    fresh = Store([Target("111111111111", "us-east-1")])
+    load_state(fresh, state)
+    assert (
+        fresh[("111111111111", "us-east-1")].jobs == w.app.store[("111111111111", "us-east-1")].jobs
+    )
