@@ -1,7 +1,7 @@
 """jobwatch's benchmark harness: jobwatch against the alternatives, scenarios S1-S7.
 
 Run: ``make bench`` (``.venv/bin/python bench/run.py``, a few minutes) or
-``.venv/bin/python bench/run.py --quick`` (a smoke run, well under a minute,
+``.venv/bin/python bench/run.py --quick`` (a smoke run, about a minute,
 no goals judged). ``--only S1,S5`` runs some scenarios; ``--help`` lists the
 options.
 
@@ -425,7 +425,7 @@ def s7(run: Run) -> None:
     targets = h.fleet_targets(fleet)
     base = {
         "targets": targets,
-        "seconds": run.size(60, 25),
+        "seconds": run.size(60, 12),
         "config": {"interval": "20s"},
         # /healthz every 50 ms as in S4 (a liveness probe would come every 10 s).
         "http": {"paths": {"/healthz": 0.05}},
