@@ -133,6 +133,9 @@ def write(store: Store, label_names: Sequence[str], collector: Any) -> bytes:
     shown = header("jobwatch_state_writes")
     for outcome, n in sorted(store.state_writes.items()):
         out.append(f'{shown}{{outcome="{_esc(outcome)}"}} {fmt(n)}\n')
+    shown = header("jobwatch_state_write_consecutive_failures")
+    if store.state_write_consecutive_failures is not None:
+        out.append(f"{shown} {fmt(store.state_write_consecutive_failures)}\n")
     shown = header("jobwatch_full_listings")
     for reason, n in store.full_listings.items():
         out.append(f'{shown}{{reason="{_esc(reason)}"}} {fmt(n)}\n')

@@ -15,6 +15,8 @@ Kinds (``spec["kind"]``):
   target has been polled once; wall time and resident memory (S6).
 - ``memory``: bytes retained per tracked job after a poll (S6).
 - ``render``: ``/metrics`` for a state of synthetic jobs (S5).
+- ``daemon``: the real daemon lifecycle for ``seconds`` (optionally with ``state_file``),
+  ``/healthz`` probed from another process, loop lag, callbacks, state writes, memory (S7).
 """
 
 from __future__ import annotations
@@ -285,10 +287,15 @@ class CallbackTimer:
         if self._original is not None:
             events.Handle._run = self._original  # type: ignore[method-assign]
         top = sorted(self.longest, reverse=True)[:5]
+        by_name: dict[str, float] = {}
+        for took, name in self.longest:
+            by_name[name] = max(took, by_name.get(name, 0.0))
         return {
             "max": self.max,
             "over_50ms": sum(1 for t, _ in self.longest if t > 0.05),
             "top": [{"seconds": t, "callback": n} for t, n in top],
+            # The longest of each callback over 20 ms: which code held the loop.
+            "by_name": dict(sorted(by_name.items(), key=lambda kv: -kv[1])[:10]),
         }
 
 
@@ -579,6 +586,121 @@ def memory(spec: Mapping[str, Any]) -> dict[str, Any]:
     return asyncio.run(_memory(spec))
 
 
+# --------------------------------------------------------------------------- S7
+
+
+async def _daemon(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """The daemon as ``serve`` runs it, watched from inside and probed from outside."""
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from jobwatch.app import App
+    from jobwatch.clock import ManualClock
+    from jobwatch.log import configure_logging
+    from jobwatch.persist import encode
+
+    configure_logging("warning", "json", stream=sys.stdout)
+    workdir = Path(tempfile.mkdtemp(prefix="jobwatch-s7-"))
+    state_file = workdir / "state.json" if spec.get("state_file") else None
+    cfg = _config(spec, state_file=state_file)
+    app = App(cfg, clock=ManualClock(h.EPOCH), sinks=[CountSink()])
+    await app.start()
+    port = await app.serve_http("127.0.0.1:0")
+    _settle_gc()
+    scraper = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(h.RUN_PY),
+        "--role",
+        "probe",
+        "--spec",
+        json.dumps({"url": f"http://127.0.0.1:{port}", **spec["http"]}),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        env=h.child_env(),
+    )
+    probe, timer, gc_timer = LagProbe(), CallbackTimer(), GcTimer()
+    probe.start()
+    timer.start()
+    gc_timer.start()
+    cpu0 = time.process_time()
+    loops = asyncio.create_task(app.run_pollers())
+    samples = []
+    started = time.perf_counter()
+    while time.perf_counter() - started < spec["seconds"]:
+        await asyncio.sleep(1.0)
+        elapsed = time.perf_counter() - started
+        states = app.store.targets.values()
+        samples.append(
+            {
+                "t": round(elapsed, 1),
+                "tracked": sum(len(ts.jobs or ()) for ts in states),
+                "polls": sum(ts.polls["success"] for ts in states),
+                "writes": app.store.state_writes["success"],
+                "file_bytes": state_file.stat().st_size
+                if state_file is not None and state_file.exists()
+                else 0,
+            }
+        )
+    cpu = time.process_time() - cpu0
+    lag = await probe.stop()
+    callbacks = timer.stop()
+    gcs = gc_timer.stop()
+    assert scraper.stdin is not None
+    scraper.stdin.close()
+    out, _ = await scraper.communicate()
+    gc.collect()
+    rss = h.rss_bytes()
+    states = app.store.targets.values()
+    result: dict[str, Any] = {
+        "targets": len(app.targets),
+        "seconds": spec["seconds"],
+        "cpu_seconds": cpu,
+        "tracked": sum(len(ts.jobs or ()) for ts in states),
+        "polls": sum(ts.polls["success"] for ts in states),
+        "rss_bytes": rss,
+        "peak_rss_bytes": h.peak_rss_bytes(),
+        "loop_lag": lag,
+        "callbacks": callbacks,
+        "gc": gcs,
+        "scrapes": json.loads(out),
+        "samples": samples,
+        "state_file": state_file is not None,
+    }
+    if app.committer is not None and state_file is not None:
+        writes = app.committer.write_sizes
+        # From 2 s after every target's first poll (its baseline committed): the steady state.
+        first_round = next(
+            (s["t"] for s in samples if s["polls"] >= len(app.targets)), spec["seconds"]
+        )
+        steady = [s for s in samples if s["t"] >= first_round + 2]
+        result["writes"] = {
+            "count": len(writes),
+            "rewrites": sum(1 for k, _ in writes if k == "rewrite"),
+            "appends": sum(1 for k, _ in writes if k == "append"),
+            "bytes": sum(n for _, n in writes),
+            "largest_append": max((n for k, n in writes if k == "append"), default=0),
+            "largest_rewrite": max((n for k, n in writes if k == "rewrite"), default=0),
+            "file_bytes": state_file.stat().st_size,
+            "steady_polls": steady[-1]["polls"] - steady[0]["polls"] if steady else 0,
+            "steady_writes": steady[-1]["writes"] - steady[0]["writes"] if steady else 0,
+            "failures": app.store.state_writes["failure"],
+        }
+        # What every write cost before (the whole file encoded after each poll), same state.
+        with h.measure() as span:
+            data = encode(app.store, h.EPOCH)
+        result["whole_file_encode"] = {"cpu": span.cpu, "bytes": len(data)}
+    app.request_stop()
+    await loops
+    await app.close()
+    shutil.rmtree(workdir, ignore_errors=True)
+    return result
+
+
+def daemon(spec: Mapping[str, Any]) -> dict[str, Any]:
+    return asyncio.run(_daemon(spec))
+
+
 # --------------------------------------------------------------------------- S5
 
 
@@ -693,4 +815,5 @@ KINDS: dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]] = {
     "startup": startup,
     "memory": memory,
     "render": render,
+    "daemon": daemon,
 }

@@ -1,7 +1,7 @@
-"""jobwatch's benchmark harness: jobwatch against the alternatives, scenarios S1-S6.
+"""jobwatch's benchmark harness: jobwatch against the alternatives, scenarios S1-S7.
 
 Run: ``make bench`` (``.venv/bin/python bench/run.py``, a few minutes) or
-``.venv/bin/python bench/run.py --quick`` (a smoke run, well under a minute,
+``.venv/bin/python bench/run.py --quick`` (a smoke run, about a minute,
 no goals judged). ``--only S1,S5`` runs some scenarios; ``--help`` lists the
 options.
 
@@ -416,12 +416,76 @@ def s6(run: Run) -> None:
     }
 
 
+def s7(run: Run) -> None:
+    """The daemon with ``state_file`` on: S4's bounds and S6's memory, 100,000 tracked jobs."""
+    fleet = run.size(
+        {"accounts": 1000, "regions": 2, "jobs": 50, "terminal_share": 0.0},
+        {"accounts": 100, "regions": 2, "jobs": 50, "terminal_share": 0.0},
+    )
+    targets = h.fleet_targets(fleet)
+    base = {
+        "targets": targets,
+        "seconds": run.size(60, 12),
+        "config": {"interval": "20s"},
+        # /healthz every 50 ms as in S4 (a liveness probe would come every 10 s).
+        "http": {"paths": {"/healthz": 0.05}},
+    }
+    with run.sim(fleet) as sim:
+        on = run.worker("daemon", {**base, "url": sim.url, "state_file": True})
+        off = run.worker("daemon", {**base, "url": sim.url, "state_file": False})
+    hz, cb = on["scrapes"]["/healthz"], on["callbacks"]
+    # The committer's own longest callback (comparing, encoding, its slices): what
+    # the state file adds to the loop, apart from the polls and the machine's noise.
+    committer = max((v for k, v in cb["by_name"].items() if "Committer" in k), default=0.0)
+    run.scenarios["S7"] = {
+        "title": f"state file: {len(targets):,} targets, {on['tracked']:,} tracked jobs",
+        "fleet": fleet,
+        "with_state_file": on,
+        "without_state_file": off,
+        "goals": [
+            _goal("/healthz p99, state_file on", hz["p99"] * 1000, "<", 100, "ms"),
+            _goal("longest event-loop block (one callback)", cb["max"] * 1000, "<", 50, "ms"),
+            _goal("longest callback of the state committer", committer * 1000, "<", 50, "ms"),
+            _goal(
+                "/healthz p99, state_file on / off",
+                hz["p99"] / max(off["scrapes"]["/healthz"]["p99"], 1e-9),
+                "<=",
+                1.5,
+                "x",
+            ),
+            _goal(
+                "resident memory, state_file on / off",
+                on["rss_bytes"] / off["rss_bytes"],
+                "<=",
+                1.1,
+                "x",
+            ),
+            # S6's bounds together: 150 MiB for 2,000 targets, 700 B per tracked job.
+            _goal(
+                "resident memory, state_file on",
+                on["rss_bytes"] / MiB,
+                "<",
+                150 + on["tracked"] * 700 / MiB,
+                "MiB",
+            ),
+            _goal(
+                "state writes in steady polls (nothing changed)",
+                on["writes"]["steady_writes"],
+                "<=",
+                0,
+                "",
+            ),
+        ],
+    }
+
+
 SCENARIOS: dict[str, Callable[[Run], None]] = {
     "S1": s1_s4,  # S4 runs on S1's simulator
     "S2": s2,
     "S3": s3,
     "S5": s5,
     "S6": s6,
+    "S7": s7,
 }
 
 
@@ -514,6 +578,35 @@ def details(result: Mapping[str, Any]) -> str:
             f"(jitter {st['jitter']:g} s, {st['cpu_seconds']:.1f} CPU-s), RSS "
             f"{st['rss_bytes'] / MiB:.0f} MiB; {mem['tracked']:,} jobs retain "
             f"{mem['retained_per_job']:.0f} B each (RSS delta {mem['rss_delta_per_job']:.0f} B/job)"
+        )
+    if "S7" in sc:
+        for label, key in (("on", "with_state_file"), ("off", "without_state_file")):
+            d = sc["S7"][key]
+            hz = d["scrapes"]["/healthz"]
+            out.append(
+                f"S7 state_file {label}: {d['tracked']:,} jobs, {d['polls']:,} polls in "
+                f"{d['seconds']} s, {d['cpu_seconds']:.1f} CPU-s; /healthz p50 "
+                f"{hz['p50'] * 1000:.1f} ms p99 {hz['p99'] * 1000:.1f} ms max "
+                f"{hz['max'] * 1000:.0f} ms ({hz['count']} probes); loop lag max "
+                f"{d['loop_lag']['max'] * 1000:.0f} ms p99 {d['loop_lag']['p99'] * 1000:.1f} ms; "
+                f"longest callback {d['callbacks']['max'] * 1000:.0f} ms "
+                f"({', '.join(c['callback'] for c in d['callbacks']['top'][:3])}); "
+                f"RSS {d['rss_bytes'] / MiB:.0f} MiB"
+            )
+        by_name = sc["S7"]["with_state_file"]["callbacks"]["by_name"]
+        out.append(
+            "S7 longest callbacks over 20 ms, state_file on: "
+            + ", ".join(f"{k[:40]} {v * 1000:.0f} ms" for k, v in list(by_name.items())[:6])
+        )
+        w = sc["S7"]["with_state_file"]["writes"]
+        enc = sc["S7"]["with_state_file"]["whole_file_encode"]
+        out.append(
+            f"S7 writes: {w['appends']} appends (largest {w['largest_append'] / 1e6:.2f} MB), "
+            f"{w['rewrites']} rewrites (largest {w['largest_rewrite'] / 1e6:.1f} MB), "
+            f"{w['bytes'] / 1e6:.1f} MB in all, {w['failures']} failures; steady state "
+            f"{w['steady_writes']} writes for {w['steady_polls']:,} polls; file "
+            f"{w['file_bytes'] / 1e6:.1f} MB; the whole file encoded once (each write "
+            f"before): {enc['cpu']:.2f} CPU-s, {enc['bytes'] / 1e6:.1f} MB"
         )
     return "\n".join(out)
 

@@ -103,6 +103,7 @@ def states(draw: st.DrawFn) -> tuple[Store, tuple[str, ...], str]:
     store.unknown_values["status"] = draw(st.integers(0, 100))
     if draw(st.booleans()):  # with a state file
         store.state_writes.update({"success": draw(COUNT), "failure": draw(COUNT)})
+        store.state_write_consecutive_failures = draw(st.integers(0, 10**6))
     store.poll_buckets = [draw(st.integers(0, 10**6)) for _ in store.poll_buckets]
     store.poll_sum = draw(FLOAT)
     return store, names, draw(TEXT)

@@ -86,16 +86,16 @@ def test_load_state_restores_known_targets_only(tmp_path: Path) -> None:
     assert load_state(both, path)[0] == 2
 
 
-def test_a_state_file_without_an_outbox_loads(tmp_path: Path) -> None:
+def test_a_version_1_state_file_without_an_outbox_loads(tmp_path: Path) -> None:
     path = tmp_path / "state.json"
-    doc = json.loads(encode(_store_with_jobs(), T0))
-    del doc["outbox"]
-    path.write_text(json.dumps(doc))
+    _, record = encode(_store_with_jobs(), T0).decode().splitlines()
+    path.write_text(json.dumps({"version": 1, "targets": json.loads(record)["targets"]}))
     assert load_state(Store(TARGETS), path)[0] == 1
 
 
 def _doc(**kw: object) -> bytes:
-    return json.dumps({"version": SCHEMA_VERSION, "targets": {}, **kw}).encode()
+    """A version 1 file: one document (a bad record in a version 2 file is a torn tail)."""
+    return json.dumps({"version": 1, "targets": {}, **kw}).encode()
 
 
 @pytest.mark.parametrize(
@@ -200,8 +200,7 @@ async def test_committer_saves_before_it_emits_and_acknowledges_after(tmp_path: 
     class Probe:
         def emit(self, event: EventRecord) -> None:
             # At emission time the event is already in the saved outbox.
-            doc = json.loads(path.read_bytes())
-            seen_on_disk.append(len(doc["outbox"]))
+            seen_on_disk.append(len(load_state(Store(TARGETS), path)[1]))
 
     sink = MemorySink()
     committer = Committer(store, path, [Probe(), sink], lambda: T0, min_gap=0.01)
@@ -319,8 +318,10 @@ async def test_a_failed_state_write_still_emits_and_is_counted(tmp_path: Path) -
         committer.publish([_event("a", f"Paused{n}", T0)])
         with capture_logs() as logs:
             await committer.commit()
-        assert [e["event"] for e in logs] == ["state_write_failed"]
-        assert store.state_writes["failure"] == n
+        if n == 1:
+            assert [e["event"] for e in logs] == ["state_write_failed"]
+        # (the second commit falls in the writer's backoff: no new attempt)
+        assert store.state_writes["failure"] == 1
         assert len(sink.events) == n  # availability first: emitted anyway
     assert store.state_writes["success"] == 1
     committer.close()
@@ -345,3 +346,295 @@ def test_event_ids_are_stable_and_distinct() -> None:
     assert a.event_id != _event("a", "Paused", T0 + 1).event_id
     assert a.event_id != _event("b", "Paused", T0).event_id
     assert a.to_dict()["event_id"] == a.event_id
+
+
+# --------------------------------------------------------------------------- what a write costs
+
+
+def _jobs(n: int, *, changed: int = 0, prefix: str = "j", by: int = 1) -> list[Job]:
+    """``n`` Active jobs; the first ``changed`` of them ``by`` tasks further along."""
+    return [
+        Job.make(
+            f"{prefix}{i:04d}",
+            "Active",
+            "S3PutObjectCopy",
+            1,
+            "a description of some length",
+            T0 - 100,
+            None,
+            1000,
+            10 + (by if i < changed else 0),
+            0,
+            5.0,
+        )
+        for i in range(n)
+    ]
+
+
+POLICY = DiffPolicy(no_progress=10**6)
+
+
+def _poll(store: Store, key: tuple[str, str], listing: list[Job], now: float) -> None:
+    """What a poller does with a listing: diff against the snapshot, record it."""
+    snap = diff(store[key].jobs, listing, now, POLICY, complete=False).jobs
+    store.record_success(key, snap, now, full=False)
+
+
+async def _committer_with_jobs(
+    path: Path, per_target: int, **kwargs: float
+) -> tuple[Store, Committer, MemorySink]:
+    store = Store(TARGETS)
+    sink = MemorySink()
+    committer = Committer(store, path, [sink], lambda: T0, 0.01, **kwargs)  # type: ignore[arg-type]
+    committer.recover()
+    store.on_change = committer.mark_dirty
+    for t in TARGETS:
+        _poll(store, t.key, _jobs(per_target, prefix=t.region), T0)
+    await committer.commit()
+    return store, committer, sink
+
+
+async def test_a_poll_that_changed_nothing_writes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    store, committer, _ = await _committer_with_jobs(path, 200)
+    before = path.stat()
+    writes = store.state_writes["success"]
+    assert writes >= 1
+    for n in range(3):
+        # New TrackedJob objects every poll, equal to the saved ones.
+        for t in TARGETS:
+            _poll(store, t.key, _jobs(200, prefix=t.region), T0 + 10 * (n + 1))
+        await committer.commit()
+    after = path.stat()
+    assert store.state_writes["success"] == writes
+    assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    committer.close()
+
+
+async def test_a_write_costs_what_changed(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    store, committer, _ = await _committer_with_jobs(path, 500)
+    whole = path.stat().st_size
+    key = TARGETS[0].key
+    appended = []
+    for changed in (1, 10, 100):
+        size = path.stat().st_size
+        _poll(store, key, _jobs(500, changed=changed, prefix=TARGETS[0].region), T0 + changed)
+        await committer.commit()
+        appended.append(path.stat().st_size - size)
+        # Undo, so the next step changes exactly ``changed`` jobs again.
+        _poll(store, key, _jobs(500, prefix=TARGETS[0].region), T0 + changed + 1)
+        await committer.commit()
+    one, ten, hundred = appended
+    assert 0 < one < 400  # one job's row and the record around it, not 1,000 jobs
+    assert whole > 500 * one
+    # Each further changed job adds the same bytes (one row), whatever the size of the state.
+    per_job = (hundred - ten) / 90
+    assert 0.8 * per_job < (ten - one) / 9 < 1.2 * per_job
+    assert per_job < one
+    assert [k for k, _ in committer.write_sizes] == ["rewrite"] + ["append"] * 6
+    committer.close()
+    # What was appended is what a restart reads.
+    fresh = Store(TARGETS)
+    load_state(fresh, path)
+    assert fresh[key].jobs == store[key].jobs
+    assert fresh[TARGETS[1].key].jobs == store[TARGETS[1].key].jobs
+
+
+async def test_appended_changes_are_compacted_and_every_change_survives(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    store, committer, _ = await _committer_with_jobs(path, 100, compact_bytes=0)
+    key = TARGETS[0].key
+    sizes = []
+    for step in range(1, 40):
+        listing = _jobs(100 - step % 7, changed=30, by=step, prefix=TARGETS[0].region)
+        _poll(store, key, listing, T0 + step)
+        await committer.commit()
+        sizes.append(path.stat().st_size)
+    store.remove(TARGETS[1].key)
+    await committer.commit()
+    kinds = [k for k, _ in committer.write_sizes]
+    # Once the appended records outgrow the file, it is written whole again.
+    assert kinds.count("rewrite") >= 3
+    assert max(sizes) < 3 * min(s for s in sizes if s)
+    committer.close()
+    assert decode(path.read_bytes()) == {key: (store[key].jobs, store[key].last_full_listing)}
+
+
+async def test_a_record_cut_short_by_a_crash_is_ignored_and_cut_off(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    store, committer, _ = await _committer_with_jobs(path, 20)
+    key = TARGETS[0].key
+    _poll(store, key, _jobs(20, changed=3, prefix=TARGETS[0].region), T0 + 5)
+    committer.publish([_event("a", "Paused", T0 + 5)])
+    await committer.commit()
+    committer.close()
+    good = path.read_bytes()
+    with path.open("ab") as f:
+        f.write(b'{"targets":{"111111111111/us-east-1":{"put":[[')  # the process died here
+    again = Store(TARGETS)
+    sink = MemorySink()
+    c2 = Committer(again, path, [sink], lambda: T0)
+    with capture_logs() as logs:
+        assert c2.recover() == 0
+    assert "state_tail_discarded" in [e["event"] for e in logs]
+    assert again[key].jobs == store[key].jobs
+    assert path.read_bytes() == good  # cut back to its last whole record
+    again.on_change = c2.mark_dirty
+    _poll(again, key, _jobs(20, changed=9, prefix=TARGETS[0].region), T0 + 6)
+    await c2.commit()
+    c2.close()
+    assert decode(path.read_bytes())[key][0] == again[key].jobs
+
+
+def test_a_version_1_file_from_the_previous_release_still_loads(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    store = _store_with_jobs()
+    key = TARGETS[0].key
+    jobs = store[key].jobs
+    assert jobs is not None
+    from jobwatch.persist import _encode_job
+
+    v1 = {
+        "version": 1,
+        "saved_at": T0,
+        "targets": {
+            "111111111111/us-east-1": {
+                "last_full_listing": T0 + 5,
+                "jobs": [_encode_job(t) for t in jobs.values()],
+            }
+        },
+        "outbox": [[1, _event("a", "Paused", T0).to_dict()]],
+    }
+    path.write_bytes(json.dumps(v1, separators=(",", ":")).encode())
+    fresh = Store(TARGETS)
+    with capture_logs() as logs:
+        restored, outbox = load_state(fresh, path)
+    assert (restored, len(outbox)) == (1, 1)
+    assert fresh[key].jobs == jobs
+    assert [e["event"] for e in logs] == ["state_migrated", "state_restored"]
+
+
+async def test_a_version_1_file_is_rewritten_as_the_current_version(tmp_path: Path) -> None:
+    path = tmp_path / "state.json"
+    store = _store_with_jobs()
+    jobs = store[TARGETS[0].key].jobs
+    assert jobs is not None
+    from jobwatch.persist import _encode_job
+
+    rows = [_encode_job(t) for t in jobs.values()]
+    v1 = {"version": 1, "saved_at": T0, "targets": {"111111111111/us-east-1": {"jobs": rows}}}
+    path.write_bytes(json.dumps(v1).encode())
+    fresh = Store(TARGETS)
+    committer = Committer(fresh, path, [MemorySink()], lambda: T0)
+    committer.recover()
+    committer.publish([_event("a", "Paused", T0)])
+    await committer.commit()
+    committer.close()
+    assert json.loads(path.read_bytes().split(b"\n")[0])["version"] == SCHEMA_VERSION
+    assert decode(path.read_bytes())[TARGETS[0].key][0] == jobs
+
+
+async def test_a_failing_writer_is_logged_counted_shown_retried_and_events_go_out(
+    tmp_path: Path,
+) -> None:
+    blocker = tmp_path / "state"
+    blocker.write_text("a file where the state directory should be")
+    path = blocker / "state.json"
+    store = _store_with_jobs()
+    registry = make_registry(JobwatchCollector(store))
+    sink = MemorySink()
+    committer = Committer(store, path, [sink], lambda: T0, min_gap=0.01, max_backoff=0.05)
+    assert committer.recover() == 0  # an unusable directory does not stop the start
+    store.on_change = committer.mark_dirty
+    stop = asyncio.Event()
+    with capture_logs() as logs:
+        task = asyncio.create_task(committer.run(stop))
+        committer.publish([_event("a", "Paused", T0)])
+        for _ in range(200):
+            if store.state_writes["failure"] >= 2:
+                break
+            await asyncio.sleep(0.01)
+        # Retried, failing each time; the event went out all the same.
+        assert store.state_writes["failure"] >= 2
+        assert [e.to_dict()["job_id"] for e in sink.events] == ["a"]
+        gauge = registry.get_sample_value("jobwatch_state_write_consecutive_failures")
+        assert gauge is not None
+        assert gauge >= 2
+        committer.publish([_event("b", "Paused", T0)])
+        for _ in range(200):
+            if len(sink.events) == 2:
+                break
+            await asyncio.sleep(0.01)
+        assert [e.to_dict()["job_id"] for e in sink.events] == ["a", "b"]
+        # The disk comes back: the next retry writes the whole state.
+        blocker.unlink()
+        blocker.mkdir()
+        for _ in range(200):
+            if store.state_writes["success"]:
+                break
+            await asyncio.sleep(0.01)
+        stop.set()
+        await task
+    committer.close()
+    failed = [e for e in logs if e["event"] == "state_write_failed"]
+    assert len(failed) == store.state_writes["failure"]
+    assert "NotADirectoryError" in failed[0]["error"] or "FileExistsError" in failed[0]["error"]
+    assert "state_write_recovered" in [e["event"] for e in logs]
+    assert store.state_writes["success"] >= 1
+    assert registry.get_sample_value("jobwatch_state_write_consecutive_failures") == 0
+    assert decode(path.read_bytes())[TARGETS[0].key][0] == store[TARGETS[0].key].jobs
+
+
+def test_without_a_state_file_the_failure_gauge_has_no_sample() -> None:
+    registry = make_registry(JobwatchCollector(Store(TARGETS)))
+    assert registry.get_sample_value("jobwatch_state_write_consecutive_failures") is None
+
+
+async def test_after_a_restart_appending_goes_on_and_the_file_stays_bounded(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "state.json"
+    key = TARGETS[0].key
+    store, committer, _ = await _committer_with_jobs(path, 100)
+    whole = path.stat().st_size
+    committer.close()
+    for restart in range(1, 30):
+        store = Store(TARGETS)
+        committer = Committer(store, path, [MemorySink()], lambda: T0, compact_bytes=0)
+        committer.recover()
+        store.on_change = committer.mark_dirty
+        listing = _jobs(100, changed=60, by=restart, prefix=TARGETS[0].region)
+        _poll(store, key, listing, T0 + restart)
+        await committer.commit()
+        committer.close()
+        # Appended records written before a restart count towards the next rewrite.
+        assert path.stat().st_size < 3 * whole
+    assert decode(path.read_bytes())[key][0] == store[key].jobs
+
+
+async def test_polls_over_http_that_change_nothing_write_nothing(tmp_path: Path) -> None:
+    from tests.helpers import running
+
+    state = tmp_path / "state.json"
+    jobs = [{"id": f"steady-{i}", "tasks": 1000, "rate": 1} for i in range(5)]
+    scenario = {"accounts": [{"id": "111111111111", "jobs": jobs}]}
+    async with running(scenario, {"state_file": str(state)}) as w:
+        await w.step(10)
+        assert w.app.committer is not None
+        written = w.app.store.state_writes["success"]
+        before = state.stat()
+        for _ in range(3):
+            await w.app.poll_all_once()  # the simulator's clock stands still: no change
+        after = state.stat()
+        assert w.app.store.state_writes["success"] == written
+        assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+        await w.step(10)  # tasks progress: each job's row is appended, nothing more
+        assert w.app.store.state_writes["success"] == written + 1
+        grown = state.stat().st_size - after.st_size
+        assert 0 < grown < 5 * 400
+    fresh = Store([Target("111111111111", "us-east-1")])
+    load_state(fresh, state)
+    assert (
+        fresh[("111111111111", "us-east-1")].jobs == w.app.store[("111111111111", "us-east-1")].jobs
+    )

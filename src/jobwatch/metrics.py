@@ -180,6 +180,7 @@ class _StoreView:
     events: list[tuple[str, int]]
     unknown: list[tuple[str, int]]
     state_writes: list[tuple[str, int]]
+    state_write_failures: int | None
     full_listings: list[tuple[str, int]]
     target_count: int
     poll_buckets: tuple[tuple[str, float], ...]
@@ -366,6 +367,11 @@ PROCESS_FAMILIES: tuple[Family[_StoreView] | Histogram[_StoreView], ...] = (
         kind="counter",
         labels=("outcome",),
         samples=lambda s: _each(s.state_writes),
+    ),
+    Family(
+        "jobwatch_state_write_consecutive_failures",
+        "State file writes that failed since the last successful one (0 when healthy).",
+        lambda s: s.state_write_failures,
     ),
     Family(
         "jobwatch_full_listings",
@@ -845,6 +851,7 @@ class JobwatchCollector(Collector):
             events=sorted(store.events.items()),
             unknown=sorted(store.unknown_values.items()),
             state_writes=sorted(store.state_writes.items()),
+            state_write_failures=store.state_write_consecutive_failures,
             full_listings=[(r, store.full_listings[r]) for r in FULL_LISTING_REASONS],
             target_count=len(store.targets),
             poll_buckets=tuple(cumulative),

@@ -58,11 +58,14 @@ class Store:
         self.full_listings: Counter[str] = Counter(dict.fromkeys(FULL_LISTING_REASONS, 0))
         #: State file writes by outcome; empty (no samples) without a state file.
         self.state_writes: Counter[str] = Counter()
+        #: Failed state file writes since the last good one; None without a state file.
+        self.state_write_consecutive_failures: int | None = None
         self._unknown_seen: dict[str, set[str]] = {"status": set(), "operation": set()}
         self.poll_buckets: list[int] = [0] * (len(POLL_DURATION_BUCKETS) + 1)
         self.poll_sum = 0.0
-        #: Called after a target's snapshot changed (the state file saver listens).
-        self.on_change: Callable[[], None] | None = None
+        #: Called with a target's key after its snapshot changed or it left
+        #: (the state file's committer listens).
+        self.on_change: Callable[[tuple[str, str]], None] | None = None
 
     def __getitem__(self, key: tuple[str, str]) -> TargetState:
         return self.targets[key]
@@ -79,7 +82,7 @@ class Store:
     def remove(self, key: tuple[str, str]) -> None:
         """Forget a target that left: its series and its part of the state file go."""
         if self.targets.pop(key, None) is not None and self.on_change is not None:
-            self.on_change()
+            self.on_change(key)
 
     @property
     def ready(self) -> bool:
@@ -103,7 +106,7 @@ class Store:
         ts.last_error = None
         ts.polls["success"] += 1
         if self.on_change is not None:
-            self.on_change()
+            self.on_change(key)
 
     def remember_details(self, key: tuple[str, str], details: Iterable[JobDetail]) -> None:
         """Keep DescribeJob's answers about failed jobs the target's snapshot tracks."""
