@@ -81,7 +81,9 @@ def test_load_state_restores_known_targets_only(tmp_path: Path) -> None:
     assert fresh[TARGETS[1].key].jobs == {}
     assert fresh[TARGETS[1].key].last_full_listing == T0 + 7  # the resync schedule goes on
     assert fresh[("222222222222", "us-east-1")].jobs is None
-    assert [(e["event"], e["targets"]) for e in logs] == [("state_restored", 1)]
+    assert [(e["event"], e["path"], e["targets"], e["outbox"]) for e in logs] == [
+        ("state_restored", str(path), 1, 0)
+    ]
     both = Store(TARGETS)
     assert load_state(both, path)[0] == 2
 
@@ -118,7 +120,9 @@ def test_bad_state_file_means_fresh_baseline_with_warning(
     store = Store(TARGETS)
     with capture_logs() as logs:
         assert load_state(store, path) == (0, [])
-    assert [e["event"] for e in logs] == ["state_discarded"]
+    assert [(e["event"], e["path"], e["action"]) for e in logs] == [
+        ("state_discarded", str(path), "fresh baseline")
+    ]
     assert why in logs[0]["error"]
     assert all(ts.jobs is None for ts in store.targets.values())
 
@@ -130,6 +134,7 @@ def test_unreadable_state_file_means_fresh_baseline_with_warning(tmp_path: Path)
     with capture_logs() as logs:
         assert load_state(store, path)[0] == 0
     assert [(e["event"], e["path"]) for e in logs] == [("state_unreadable", str(path))]
+    assert "Is a directory" in logs[0]["error"]
     assert all(ts.jobs is None for ts in store.targets.values())
 
 
@@ -173,7 +178,7 @@ def test_a_failed_write_leaves_no_temporary_and_the_old_file(tmp_path: Path) -> 
 
 
 def test_ack_log_reads_zero_when_empty_or_garbled_and_closes_once(tmp_path: Path) -> None:
-    path = tmp_path / "new" / "state.json.ack"
+    path = tmp_path / "new" / "dirs" / "state.json.ack"
     ack = AckLog(path)
     assert ack.read() == 0
     assert path.stat().st_mode & 0o777 == 0o600
@@ -229,10 +234,16 @@ async def test_unacknowledged_outbox_is_replayed_once_after_a_crash(tmp_path: Pa
     sink = MemorySink()
     store = Store(TARGETS)
     committer = Committer(store, path, [sink], lambda: T0)
-    assert committer.recover() == 2
+    with capture_logs() as logs:
+        assert committer.recover() == 2
+    assert ("events_replayed", 2) in [(e["event"], e.get("count")) for e in logs]
     assert [e.to_dict()["job_id"] for e in sink.events] == ["b", "c"]
     assert sink.events[0].to_dict() == events[1].to_dict()  # same fields, same event_id
     assert store[TARGETS[0].key].jobs is not None
+    # New events are numbered after the replayed ones.
+    committer.publish([_event("d", "Paused", T0)])
+    await committer.commit()
+    assert committer._ack.read() == 4
     committer.close()
     c2 = Committer(Store(TARGETS), path, [sink], lambda: T0)
     assert c2.recover() == 0  # replayed events were acknowledged
@@ -259,6 +270,7 @@ async def test_committer_runs_until_stopped_and_commits_the_rest(tmp_path: Path)
     stop.set()
     await task
     assert len(sink.events) == 2
+    assert store.state_writes["success"] == 2
     assert set(decode(path.read_bytes())) == {TARGETS[0].key, TARGETS[1].key}
     committer.close()
 
@@ -319,7 +331,7 @@ async def test_a_failed_state_write_still_emits_and_is_counted(tmp_path: Path) -
         with capture_logs() as logs:
             await committer.commit()
         if n == 1:
-            assert [e["event"] for e in logs] == ["state_write_failed"]
+            assert [(e["event"], e["path"]) for e in logs] == [("state_write_failed", str(path))]
         # (the second commit falls in the writer's backoff: no new attempt)
         assert store.state_writes["failure"] == 1
         assert len(sink.events) == n  # availability first: emitted anyway

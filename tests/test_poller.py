@@ -367,6 +367,39 @@ async def test_a_snapshot_without_a_full_listing_time_is_resynced_first() -> Non
         assert w.app.store[(A, R)].last_full_listing == w.clock.time()
 
 
+async def test_each_unknown_value_is_counted_and_logged_once() -> None:
+    unknown = [("Archiving", "S3FutureA"), ("Thawing", "S3FutureB"), ("Archiving", "S3FutureA")]
+    scenario = {
+        "accounts": [
+            {
+                "id": A,
+                "jobs": [
+                    {
+                        "id": f"future-job-{i}",
+                        "operation": operation,
+                        "tasks": 10**7,
+                        "rate": 1,
+                        "timeline": [{"at": "5s", "action": "set_status", "status": status}],
+                    }
+                    for i, (status, operation) in enumerate(unknown)
+                ],
+            }
+        ]
+    }
+    async with running(scenario) as w:
+        with capture_logs() as logs:
+            await w.step(10)
+            await w.step(10)
+        seen = [(e["field"], e["value"]) for e in logs if e["event"] == "unknown_value_seen"]
+        assert sorted(seen) == [
+            ("operation", "S3FutureA"),
+            ("operation", "S3FutureB"),
+            ("status", "Archiving"),
+            ("status", "Thawing"),
+        ]
+        assert dict(w.app.store.unknown_values) == {"status": 2, "operation": 2}
+
+
 LEAVING = {
     "retention_days": 1,
     "accounts": [

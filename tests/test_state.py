@@ -68,8 +68,8 @@ def test_poll_durations_fill_the_histogram() -> None:
 
 def test_targets_join_keep_their_snapshot_when_updated_and_leave() -> None:
     store = Store([T])
-    changes: list[int] = []
-    store.on_change = lambda: changes.append(1)
+    changes: list[tuple[str, str]] = []
+    store.on_change = changes.append
     store.record_success(T.key, {}, 1.0, full=True)
     assert len(changes) == 1
     labelled = Target(T.account_id, T.region, labels=(("team", "storage"),))
@@ -82,6 +82,6 @@ def test_targets_join_keep_their_snapshot_when_updated_and_leave() -> None:
     assert set(store.targets) == {T.key, U.key}
     store.remove(U.key)
     assert set(store.targets) == {T.key}
-    assert len(changes) == 2  # a target that left changes the state file
+    assert changes == [T.key, U.key]  # a target that left changes the state file
     store.remove(U.key)  # gone already: nothing changes
-    assert len(changes) == 2
+    assert changes == [T.key, U.key]
