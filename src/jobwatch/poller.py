@@ -84,6 +84,10 @@ class TargetPoller:
         self._rng = rng or random.Random()
         self._log = _log.bind(aws_account_id=target.account_id, aws_region=target.region)
         self._order_warned = False
+        #: A poll and a push look (:meth:`look`) never overlap: each diffs the snapshot.
+        self._lock = asyncio.Lock()
+        #: True while :meth:`look` publishes (what it reports came from a push event).
+        self.looking = False
 
     async def run(self, stop: asyncio.Event) -> None:
         """Poll until ``stop`` is set; a poll in progress is finished, not abandoned."""
@@ -106,6 +110,54 @@ class TargetPoller:
 
     async def poll_once(self) -> bool:
         """One poll cycle. Returns whether it succeeded; never raises (but on cancel)."""
+        async with self._lock:
+            return await self._poll_once()
+
+    async def look(self, job_id: str, status: str | None = None) -> str:
+        """Describe one job now and report what changed, as a poll would (the push path).
+
+        Goes through the same diff as polls (an incomplete listing of one job),
+        under the lock polls take. ``status``: what an event said the job became;
+        when the snapshot already has the job there, or ended, no call is made.
+        Returns ``reported``, ``confirmed`` (nothing new), ``known``, ``not_ready``
+        (no baseline yet: the first poll will see the job) or ``failed``.
+        """
+        async with self._lock:
+            state = self._store[self.target.key]
+            previous = state.jobs
+            if previous is None:
+                return "not_ready"
+            tracked = previous.get(job_id)
+            if tracked is not None and (tracked.job.terminal or tracked.job.status == status):
+                return "known"
+            found = await self._describe(job_id)
+            if found is None or (found == "gone" and tracked is None):
+                return "failed" if found is None else "confirmed"
+            now = self._clock.time()
+            listing = [found.job] if isinstance(found, JobDetail) else []
+            gone = {job_id} if found == "gone" else set()
+            result = diff(previous, listing, now, self._policy, complete=False, gone=gone)
+            current = self._store.targets.get(self.target.key)
+            if current is None or current.jobs is not previous:
+                return "failed"  # the target left or was reset meanwhile: leave it to the polls
+            self._store.replace_jobs(self.target.key, result.jobs)
+            if not result.changes:
+                return "confirmed"
+            self._store.count_events(Counter(c.kind for c in result.changes))
+            detail = found if isinstance(found, JobDetail) else None
+            self.looking = True
+            try:
+                self._publish(
+                    [
+                        Event(c, self.target, now, detail if c.kind == "job_failed" else None)
+                        for c in result.changes
+                    ]
+                )
+            finally:
+                self.looking = False
+            return "reported"
+
+    async def _poll_once(self) -> bool:
         key = self.target.key
         state = self._store[key]
         started = time.monotonic()

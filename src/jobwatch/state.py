@@ -99,6 +99,12 @@ class Store:
         if self.on_change is not None:
             self.on_change()
 
+    def replace_jobs(self, key: tuple[str, str], jobs: dict[str, TrackedJob]) -> None:
+        """A target's snapshot after a push look: not a poll, so its health stays as is."""
+        self.targets[key].jobs = jobs
+        if self.on_change is not None:
+            self.on_change()
+
     def record_failure(self, key: tuple[str, str], error: str) -> None:
         ts = self.targets[key]
         ts.up = False
