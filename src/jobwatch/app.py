@@ -158,6 +158,7 @@ class App:
                 wait=config.push.wait,
                 batch_size=config.push.batch_size,
                 visibility_timeout=config.push.visibility_timeout,
+                dead_letter_interval=config.push.dead_letter_interval,
                 rng=self.rng,
             )
             self.registry.register(PushCollector(self.push.stats))

@@ -86,6 +86,13 @@ def _cmd_check_config(args: argparse.Namespace, out: TextIO) -> int:
             f"discovery: accounts of {where} every {d.interval:g}s "
             f"(states {', '.join(d.statuses)}), regions {regions}, role {d.role_arn}\n"
         )
+    if config.push is not None:
+        p = config.push
+        out.write(f"push: {len(p.queues)} queue(s), long poll {p.wait:g}s, batch {p.batch_size}\n")
+        for q in p.queues:
+            role = q.role_arn or "(default credentials)"
+            dead = f"  dead letters {q.dead_letter_url}" if q.dead_letter_url else ""
+            out.write(f"  {q.url}  {q.region}  {role}{dead}\n")
     return EXIT_OK
 
 

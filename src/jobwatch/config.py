@@ -424,12 +424,21 @@ class PushConfig(_Model):
     visibility_timeout: Duration | None = None
     #: The SQS endpoint (default: AWS's for each queue's region); for tests and the demo.
     endpoint_url: str | None = None
+    #: How often the dead-letter queues' depth is read (queues with ``dead_letter_url``).
+    dead_letter_interval: Duration = 60.0
 
     @field_validator("wait")
     @classmethod
     def _wait(cls, v: float) -> float:
         if not 0 <= v <= 20:
             raise ValueError("SQS long polls wait 0 to 20s; use 20s")
+        return v
+
+    @field_validator("dead_letter_interval")
+    @classmethod
+    def _interval(cls, v: float) -> float:
+        if v < 1:
+            raise ValueError("must be at least 1s")
         return v
 
     @field_validator("visibility_timeout")

@@ -250,6 +250,7 @@ class PushConsumer:
         wait: float = 20.0,
         batch_size: int = 10,
         visibility_timeout: float | None = None,
+        dead_letter_interval: float = DEAD_LETTER_INTERVAL,
         rng: random.Random | None = None,
     ) -> None:
         self._poller = poller
@@ -257,6 +258,7 @@ class PushConsumer:
         self._wait = wait
         self._batch = batch_size
         self._visibility = visibility_timeout
+        self._dead_interval = dead_letter_interval
         self._rng = rng or random.Random()
         self._seen = _Bounded(DEDUPE_SIZE)
         self._announced = _Bounded(ANNOUNCED_SIZE)
@@ -392,4 +394,4 @@ class PushConsumer:
                 stats.dead_letters = await dead.depth()
             except SourceError as e:
                 _log.warning("push_dead_letters_unread", queue=url, error_code=e.code)
-            await asyncio.sleep(DEAD_LETTER_INTERVAL)
+            await asyncio.sleep(self._dead_interval)
