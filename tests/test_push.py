@@ -4,6 +4,7 @@ SQS on loopback, jobwatch consumes them and describes each job through the diff.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import socket
 import time
@@ -16,10 +17,12 @@ from typing import Any
 import boto3
 import pytest
 from moto.server import ThreadedMotoServer
+from prometheus_client import CollectorRegistry, generate_latest
 from structlog.testing import capture_logs
 
 from jobwatch.config import parse_config
 from jobwatch.errors import ConfigError
+from jobwatch.metrics import PushCollector
 from jobwatch.push import parse_event
 from jobwatch.simulator import EventPublisher, FaultSpec, PushFaults
 from tests.helpers import World, running
@@ -109,8 +112,8 @@ def _scenario(*jobs: dict[str, Any], accounts: tuple[str, ...] = (A,)) -> dict[s
     }
 
 
-async def until(condition: Callable[[], bool], timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
+async def until(condition: Callable[[], bool], within: float = 15.0) -> None:
+    deadline = time.monotonic() + within
     while not condition():
         if time.monotonic() > deadline:
             raise AssertionError("timed out waiting for the condition")
@@ -182,6 +185,12 @@ async def test_an_event_is_reported_at_once_through_describe_job_and_the_diff(sq
         await until(lambda: sqs.depth(sqs.url) == 0)  # both deleted once handled
         assert w.sample("jobwatch_push_consumer_up", queue=sqs.url) == 1
         assert w.sample("jobwatch_push_last_receive_timestamp_seconds", queue=sqs.url)
+        # /metrics writes the push families byte for byte as prometheus_client would.
+        assert w.app.push is not None
+        collector = PushCollector(w.app.push.stats)
+        reference = CollectorRegistry()
+        reference.register(collector)
+        assert b"".join(await collector.exposition_chunks(0)) == generate_latest(reference)
         # The next poll finds nothing new: the change was reported once.
         before = len(w.sink.events)
         await w.step(10)
@@ -256,7 +265,7 @@ async def test_lossy_duplicated_delayed_reordered_events_each_transition_reporte
             w.sim.advance(1)
             sent = publisher.sent
             await publisher.pump()
-            await until(lambda: _handled(w) >= publisher.sent)  # noqa: B023 (awaited here)
+            await until(lambda: _handled(w) >= publisher.sent)
             assert publisher.sent >= sent
             if i % 10 == 9:
                 await w.app.poll_all_once()  # polling reconciles what the events missed
@@ -264,13 +273,14 @@ async def test_lossy_duplicated_delayed_reordered_events_each_transition_reporte
         await publisher.pump()
         await until(lambda: _handled(w) >= publisher.sent)
         await w.app.poll_all_once()
-        assert publisher.lost > 0 and publisher.sent > publisher.made - publisher.lost
+        assert publisher.lost > 0
+        assert publisher.sent > publisher.made - publisher.lost  # duplicates
         assert w.tracked(A, R) == w.truth(A, R)
         for job_id in ("done-1", "done-2", "fails-1", "cancelled"):
             chain = _transitions(w, job_id)
             seen = [new for _, new in chain]
             assert len(seen) == len(set(seen)), (job_id, chain)  # no status reported twice
-            for (_, new), (prev, _) in zip(chain, chain[1:], strict=False):
+            for (_, new), (prev, _) in itertools.pairwise(chain):
                 assert prev == new, (job_id, chain)  # each starts where the last ended
         assert {e.to_dict()["job_id"] for e in w.sink.of("job_discovered")} == {
             "done-1",
@@ -303,10 +313,10 @@ async def test_an_unparseable_message_is_counted_kept_and_goes_to_the_dead_lette
         assert line["message_id"] == message_id
         assert "secret-ish" not in json.dumps(logs, default=str)
         # Not deleted: it comes back after the visibility timeout, then the redrive moves it.
-        await until(lambda: sqs.depth(sqs.dead_url) == 1, timeout=20)
+        await until(lambda: sqs.depth(sqs.dead_url) == 1, within=20)
         assert _messages(w, "unparseable") == 2  # maxReceiveCount 2
         await until(
-            lambda: w.sample("jobwatch_push_dead_letter_messages", queue=sqs.url) == 1, timeout=5
+            lambda: w.sample("jobwatch_push_dead_letter_messages", queue=sqs.url) == 1, within=5
         )
         assert w.sample("jobwatch_push_consumer_up", queue=sqs.url) == 1
 
@@ -359,7 +369,7 @@ async def test_a_failed_describe_leaves_the_message_for_a_later_delivery(sqs: Sq
         await until(lambda: _messages(w, "failed") >= 1)
         assert _transitions(w, "job-1") == []
         w.sim.remove_fault(fault)
-        await until(lambda: _messages(w, "reported") == 1, timeout=20)
+        await until(lambda: _messages(w, "reported") == 1, within=20)
         assert _transitions(w, "job-1") == [("Active", "Cancelling")]
         await until(lambda: sqs.depth(sqs.url) == 0)
 
@@ -371,7 +381,7 @@ async def test_a_broken_queue_does_not_delay_polls(sqs: Sqs) -> None:
     async with running(_scenario({"id": "job-1", "tasks": 10**7, "rate": 1}), config) as w:
         run = asyncio.create_task(w.app.run_pollers())
         started = time.monotonic()
-        await until(lambda: w.app.store[(A, R)].polls["success"] >= 3, timeout=10)
+        await until(lambda: w.app.store[(A, R)].polls["success"] >= 3, within=10)
         took = time.monotonic() - started
         w.app.request_stop()
         await run
@@ -412,7 +422,8 @@ def test_the_target_comes_from_the_job_arn_then_the_envelope() -> None:
         "Complete",
     )
     plain = parse_event(_envelope())
-    assert plain is not None and plain.key == (A, R)
+    assert plain is not None
+    assert plain.key == (A, R)
     assert plain.event_time == 1_767_225_605.0  # detail.eventTime wins over time
 
 
@@ -420,7 +431,7 @@ def test_the_target_comes_from_the_job_arn_then_the_envelope() -> None:
     "body", ["", "[]", "{}", '{"detail-type": "x", "detail": 3}', "{" * 100_000]
 )
 def test_bodies_that_are_not_events_raise(body: str) -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="not"):
         parse_event(body)
 
 
@@ -441,10 +452,10 @@ def test_push_config_defaults_and_errors() -> None:
     assert parse_config(base).push is None
     with pytest.raises(ConfigError, match="region: required"):
         parse_config(base + "push:\n  queues:\n    - url: http://127.0.0.1:5/111111111111/q\n")
-    with pytest.raises(ConfigError, match="push.wait"):
+    with pytest.raises(ConfigError, match=r"push\.wait"):
         parse_config(
             base + "push:\n  wait: 30s\n  queues:\n"
             "    - url: https://sqs.eu-west-1.amazonaws.com/111111111111/q\n"
         )
-    with pytest.raises(ConfigError, match="push.queues"):
+    with pytest.raises(ConfigError, match=r"push\.queues"):
         parse_config(base + "push:\n  queues: []\n")
