@@ -4,6 +4,7 @@ SQS on loopback, jobwatch consumes them and describes each job through the diff.
 from __future__ import annotations
 
 import asyncio
+import io
 import itertools
 import json
 import socket
@@ -12,6 +13,7 @@ import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -20,6 +22,7 @@ from moto.server import ThreadedMotoServer
 from prometheus_client import CollectorRegistry, generate_latest
 from structlog.testing import capture_logs
 
+from jobwatch.cli import main
 from jobwatch.config import parse_config
 from jobwatch.errors import ConfigError
 from jobwatch.metrics import PushCollector
@@ -459,3 +462,20 @@ def test_push_config_defaults_and_errors() -> None:
         )
     with pytest.raises(ConfigError, match=r"push\.queues"):
         parse_config(base + "push:\n  queues: []\n")
+
+
+def test_check_config_shows_the_queues(tmp_path: Path) -> None:
+    path = tmp_path / "jobwatch.yaml"
+    path.write_text(
+        "targets: [{account_id: '111111111111'}]\n"
+        "push:\n  queues:\n"
+        "    - url: https://sqs.eu-west-1.amazonaws.com/999999999999/jobwatch-events\n"
+        "      role_arn: arn:aws:iam::999999999999:role/jobwatch-push\n"
+    )
+    out = io.StringIO()
+    assert main(["check-config", "-c", str(path)], out) == 0
+    assert "push: 1 queue(s), long poll 20s, batch 10" in out.getvalue()
+    assert (
+        "https://sqs.eu-west-1.amazonaws.com/999999999999/jobwatch-events  eu-west-1  "
+        "arn:aws:iam::999999999999:role/jobwatch-push"
+    ) in out.getvalue()
