@@ -65,7 +65,7 @@ unit: $(STAMP) sysdeps
 test: lint unit
 
 demo: $(STAMP)
-	$(BIN)/jobwatch demo
+	$(BIN)/jobwatch demo --push
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py

@@ -147,9 +147,23 @@ def _cmd_sim(args: argparse.Namespace) -> int:
     except ScenarioError as e:
         sys.stderr.write(f"jobwatch sim: {e}\n")
         return EXIT_CONFIG
+    if (args.sqs_endpoint is None) != (args.sqs_queue is None):
+        sys.stderr.write("jobwatch sim: --sqs-endpoint and --sqs-queue go together\n")
+        return EXIT_CONFIG
+    push = None
+    if args.sqs_queue is not None:
+        from jobwatch.simulator import PushFaults
+
+        faults = PushFaults(
+            loss=args.push_loss,
+            duplicate=args.push_duplicate,
+            delay=args.push_delay,
+            reorder=args.push_reorder,
+        )
+        push = (args.sqs_endpoint, args.sqs_queue, args.sqs_region, faults)
     configure_logging("info", "json")  # run_simulator logs simulator_started with the real URL
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run_simulator(args.listen, scenario, SystemClock()))
+        asyncio.run(run_simulator(args.listen, scenario, SystemClock(), push=push))
     return EXIT_OK
 
 
@@ -157,7 +171,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from jobwatch.demo import run_demo
 
     configure_logging("info", args.log_format)
-    asyncio.run(run_demo(args.listen, duration=args.duration, scenario_path=args.scenario))
+    asyncio.run(
+        run_demo(args.listen, duration=args.duration, scenario_path=args.scenario, push=args.push)
+    )
     return EXIT_OK
 
 
@@ -203,10 +219,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=parse_duration, default=None, help="stop after this long")
     p.add_argument("--scenario", default=None, help="simulator scenario file (default: demo)")
     p.add_argument("--log-format", choices=("json", "console"), default="json")
+    p.add_argument(
+        "--push",
+        action="store_true",
+        help="job events through moto's SQS too (docs/push.md; needs moto[server])",
+    )
 
     p = sub.add_parser("sim", help="run the S3 Control simulator")
     p.add_argument("--listen", default="127.0.0.1:9000", help="HOST:PORT (default %(default)s)")
     p.add_argument("--scenario", default=None, help="scenario YAML (default: built-in demo)")
+    g = p.add_argument_group("job events to SQS, as EventBridge delivers them (docs/push.md)")
+    g.add_argument("--sqs-endpoint", default=None, help="SQS endpoint URL (e.g. moto's)")
+    g.add_argument("--sqs-queue", default=None, help="queue URL to publish to")
+    g.add_argument("--sqs-region", default="us-east-1", help="(default %(default)s)")
+    g.add_argument("--push-loss", type=float, default=0.0, help="probability an event is lost")
+    g.add_argument("--push-duplicate", type=float, default=0.0, help="probability of a copy")
+    g.add_argument("--push-delay", type=parse_duration, default=0.0, help="up to this late")
+    g.add_argument("--push-reorder", action="store_true", help="shuffle each batch")
     return parser
 
 
