@@ -11,20 +11,23 @@ import socket
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
+import structlog
 from moto.server import ThreadedMotoServer
 from prometheus_client import CollectorRegistry, generate_latest
 from structlog.testing import capture_logs
 
 from jobwatch.cli import main
 from jobwatch.config import parse_config
+from jobwatch.demo import run_demo
 from jobwatch.errors import ConfigError
+from jobwatch.log import configure_logging
 from jobwatch.metrics import PushCollector
 from jobwatch.push import parse_event
 from jobwatch.simulator import EventPublisher, FaultSpec, PushFaults
@@ -479,3 +482,18 @@ def test_check_config_shows_the_queues(tmp_path: Path) -> None:
         "https://sqs.eu-west-1.amazonaws.com/999999999999/jobwatch-events  eu-west-1  "
         "arn:aws:iam::999999999999:role/jobwatch-push"
     ) in out.getvalue()
+
+
+async def test_demo_with_push_consumes_moto_s_queue() -> None:
+    out = io.StringIO()
+    configure_logging("info", "json", stream=out)
+    try:
+        with redirect_stdout(out):
+            await run_demo("127.0.0.1:0", duration=4.0, push=True)
+    finally:
+        structlog.reset_defaults()
+    lines = out.getvalue().splitlines()
+    assert "job events through moto's SQS" in lines[0]
+    logged = [json.loads(line) for line in lines[1:]]
+    assert {"demo_started", "started"} <= {e["event"] for e in logged}
+    assert not [e for e in logged if e["event"].startswith("push_")]  # no receive failed
