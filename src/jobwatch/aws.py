@@ -14,7 +14,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from aiobotocore.config import AioConfig
@@ -30,6 +30,13 @@ from jobwatch.errors import SourceError
 from jobwatch.listjobs import fast_timestamp, list_jobs_hook
 from jobwatch.model import Target
 from jobwatch.turns import CpuTurns
+
+if TYPE_CHECKING:
+    from types_aiobotocore_sqs.client import SQSClient
+    from types_aiobotocore_sqs.type_defs import (
+        DeleteMessageBatchRequestEntryTypeDef,
+        ReceiveMessageRequestTypeDef,
+    )
 
 __all__ = [
     "AttemptCallback",
@@ -391,7 +398,7 @@ class QueueMessage:
 class SqsQueue:
     """One queue, through a client of its region; every SDK failure leaves as SourceError."""
 
-    def __init__(self, client: Any, url: str, region: str) -> None:
+    def __init__(self, client: SQSClient, url: str, region: str) -> None:
         self._client = client
         self.url = url
         self.region = region
@@ -417,16 +424,16 @@ class SqsQueue:
         self, max_messages: int, wait: float, visibility_timeout: float | None
     ) -> list[QueueMessage]:
         """Long-poll for up to ``max_messages`` messages (an empty list after ``wait``)."""
-        kwargs: dict[str, Any] = {
+        request: ReceiveMessageRequestTypeDef = {
             "QueueUrl": self.url,
             "MaxNumberOfMessages": max_messages,
             "WaitTimeSeconds": int(wait),
             "MessageSystemAttributeNames": ["ApproximateReceiveCount"],
         }
         if visibility_timeout is not None:
-            kwargs["VisibilityTimeout"] = int(visibility_timeout)
+            request["VisibilityTimeout"] = int(visibility_timeout)
         try:
-            answer = await self._client.receive_message(**kwargs)
+            answer = await self._client.receive_message(**request)
         except (ClientError, BotoCoreError, HTTPClientError, TimeoutError) as e:
             raise self._error("ReceiveMessage", e) from e
         out = []
@@ -457,7 +464,7 @@ class SqsQueue:
         """Delete ``messages`` (handled ones); returns the ids SQS did not delete."""
         if not messages:
             return []
-        entries = [
+        entries: list[DeleteMessageBatchRequestEntryTypeDef] = [
             {"Id": str(i), "ReceiptHandle": m.receipt_handle} for i, m in enumerate(messages)
         ]
         try:
