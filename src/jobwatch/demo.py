@@ -77,7 +77,11 @@ def _free_port() -> int:
 @asynccontextmanager
 async def local_sqs(session: AioSession) -> AsyncIterator[tuple[str, str, str]]:
     """moto's SQS on loopback with a queue and its dead-letter queue:
-    (endpoint, queue URL, dead-letter queue URL). Needs ``moto[server]`` (the dev extras)."""
+    (endpoint, queue URL, dead-letter queue URL). Needs ``moto[server]`` (the dev extras).
+
+    moto keeps its state per process, shared by every server in it: the names are
+    the demo's own, so a test's queues of the same process do not clash with them.
+    """
     try:
         server_class: Any = importlib.import_module("moto.server").ThreadedMotoServer
     except ImportError:
@@ -94,12 +98,12 @@ async def local_sqs(session: AioSession) -> AsyncIterator[tuple[str, str, str]]:
     try:
         create: Any = session.create_client
         async with create("sqs", region_name="us-east-1", endpoint_url=endpoint) as sqs:
-            dead = (await sqs.create_queue(QueueName="jobwatch-events-dlq"))["QueueUrl"]
+            dead = (await sqs.create_queue(QueueName="jobwatch-demo-events-dlq"))["QueueUrl"]
             attrs = await sqs.get_queue_attributes(QueueUrl=dead, AttributeNames=["QueueArn"])
             redrive = {"deadLetterTargetArn": attrs["Attributes"]["QueueArn"], "maxReceiveCount": 5}
             url = (
                 await sqs.create_queue(
-                    QueueName="jobwatch-events",
+                    QueueName="jobwatch-demo-events",
                     Attributes={"RedrivePolicy": json.dumps(redrive)},
                 )
             )["QueueUrl"]
