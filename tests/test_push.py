@@ -380,6 +380,27 @@ async def test_a_failed_describe_leaves_the_message_for_a_later_delivery(sqs: Sq
         await until(lambda: sqs.depth(sqs.url) == 0)
 
 
+async def test_a_look_waits_for_the_poll_in_progress(sqs: Sqs) -> None:
+    async with pushing(_scenario({"id": "job-1", "tasks": 10**7, "rate": 1}), sqs) as (w, pub):
+        await w.step(10)
+        early = await pub.pump()
+        await until(lambda: _handled(w) == early)
+        w.sim.add_fault(
+            FaultSpec.model_validate({"kind": "latency", "seconds": 1, "operations": ["ListJobs"]})
+        )
+        w.sim.cancel_job(A, R, "job-1")
+        describes = w.sim.request_count(operation="DescribeJob")
+        poll = asyncio.create_task(w.app.poll_all_once())
+        await asyncio.sleep(0.3)  # the poll is waiting for its ListJobs
+        sent = await pub.pump()
+        await poll
+        await until(lambda: _handled(w) == early + sent)
+        # The look waited for the poll, then found its status known: no call, one report.
+        assert _transitions(w, "job-1") == [("Active", "Cancelling")]
+        assert w.sim.request_count(operation="DescribeJob") == describes
+        assert w.sample("jobwatch_push_transitions_total", found_by="poll") == 1
+
+
 async def test_a_broken_queue_does_not_delay_polls(sqs: Sqs) -> None:
     push = _push_config(sqs)
     push["push"]["endpoint_url"] = "http://127.0.0.1:9"  # nothing listens there
