@@ -304,7 +304,10 @@ class PushConsumer:
         while True:
             try:
                 messages = await queue.receive(self._batch, self._wait, self._visibility)
-            except SourceError as e:
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # SourceError, or a bug: either way back off, never die
+                error = e if isinstance(e, SourceError) else None
                 stats.up = False
                 stats.receive_errors += 1
                 stats.consecutive_failures += 1
@@ -312,9 +315,9 @@ class PushConsumer:
                 delay *= self._rng.uniform(0.5, 1.0)
                 log.warning(
                     "push_receive_failed",
-                    error_code=e.code,
-                    error=e.message[:300],
-                    throttled=e.throttled,
+                    error_code=error.code if error else type(e).__name__,
+                    error=(error.message if error else repr(e))[:300],
+                    throttled=error.throttled if error else False,
                     consecutive_failures=stats.consecutive_failures,
                     retry_in=round(delay, 1),
                 )
@@ -392,6 +395,9 @@ class PushConsumer:
         while True:
             try:
                 stats.dead_letters = await dead.depth()
-            except SourceError as e:
-                _log.warning("push_dead_letters_unread", queue=url, error_code=e.code)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # the consumer must outlive this gauge
+                code = e.code if isinstance(e, SourceError) else type(e).__name__
+                _log.warning("push_dead_letters_unread", queue=url, error_code=code)
             await asyncio.sleep(self._dead_interval)
