@@ -15,7 +15,7 @@ SYSTEM_PACKAGES := prometheus prometheus-alertmanager chromium
 .PHONY: help venv sysdeps lint fmt typecheck unit test demo bench soak audit clean mixin
 
 help:
-	@echo "make demo   run jobwatch against the built-in S3 Control simulator (no AWS needed)"
+	@echo "make demo   run jobwatch against the built-in S3 Control simulator and push events (no AWS needed)"
 	@echo "make test   set everything up, run every quality gate and the whole suite"
 	@echo "make lint   ruff (lint + format check) and mypy --strict"
 	@echo "make bench  the benchmark harness (bench/)"
@@ -66,7 +66,7 @@ unit: $(STAMP) sysdeps
 test: lint unit
 
 demo: $(STAMP)
-	$(BIN)/jobwatch demo
+	$(BIN)/jobwatch demo --push
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py

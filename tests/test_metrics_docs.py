@@ -10,6 +10,7 @@ from jobwatch.metrics import (
     DISCOVERY_FAMILIES,
     JOB_FAMILIES,
     PROCESS_FAMILIES,
+    PUSH_FAMILIES,
     SHARD_FAMILIES,
     TARGET_FAMILIES,
 )
@@ -32,7 +33,13 @@ def exported() -> dict[str, tuple[str, set[str]]]:
     families = {}
     for job_family in JOB_FAMILIES:
         families[job_family.name] = ("gauge", set(job_family.label_names))
-    for family in (*TARGET_FAMILIES, *PROCESS_FAMILIES, *SHARD_FAMILIES, *DISCOVERY_FAMILIES):
+    for family in (
+        *TARGET_FAMILIES,
+        *PROCESS_FAMILIES,
+        *SHARD_FAMILIES,
+        *DISCOVERY_FAMILIES,
+        *PUSH_FAMILIES,
+    ):
         shown = family.name + "_total" if family.kind == "counter" else family.name
         families[shown] = (family.kind, set(getattr(family, "labels", ())))
     return families

@@ -91,7 +91,17 @@ def _third_party(path: Path) -> set[str]:
 
 def test_the_aws_sdk_stays_at_the_edge() -> None:
     """The core sees model types only; botocore and aiobotocore stay at the AWS edge."""
-    core = ["diff", "model", "state", "targets", "supervisor", "poller", "events", "config"]
+    core = [
+        "diff",
+        "model",
+        "state",
+        "targets",
+        "supervisor",
+        "poller",
+        "events",
+        "config",
+        "push",
+    ]
     for name in core:
         sdk = _third_party(PACKAGE / f"{name}.py") & {"botocore", "aiobotocore", "boto3"}
         assert not sdk, f"jobwatch.{name} imports {sdk}"

@@ -326,6 +326,37 @@
             },
             forDuration=c.discoveryFailingFor,
           ),
+          alert(
+            'JobwatchPushConsumerDown',
+            c.severities.pushConsumerDown,
+            |||
+              (%(up)s == 0)
+              or
+              (time() - %(last)s > %(stale)d)
+            ||| % {
+              up: m('jobwatch_push_consumer_up'),
+              last: m('jobwatch_push_last_receive_timestamp_seconds'),
+              stale: c.pushReceiveStaleSeconds,
+            },
+            {
+              summary: 'jobwatch {{ $labels.instance }} is not receiving job events from {{ $labels.queue }}',
+              description: 'For %s jobwatch {{ $labels.instance }} has failed to receive from the push queue {{ $labels.queue }}, or has not received for more than %d seconds (its logs say push_receive_failed with the AWS error code). Polling still reports every change, one poll interval later than push would.' % [human(c.pushConsumerDownFor), c.pushReceiveStaleSeconds],
+            },
+            forDuration=c.pushConsumerDownFor,
+          ),
+          alert(
+            'JobwatchPushDeadLetters',
+            c.severities.pushDeadLetters,
+            |||
+              max without (%(without)s) (
+                delta(%(dead)s[%(window)s])
+              ) > 0
+            ||| % { without: without, dead: m('jobwatch_push_dead_letter_messages'), window: c.pushDeadLettersWindow },
+            {
+              summary: 'The dead-letter queue of {{ $labels.queue }} is growing',
+              description: 'The dead-letter queue of the push queue {{ $labels.queue }} gained messages in the last %s: messages jobwatch could not parse (logged as push_message_unparseable with their message id), or whose DescribeJob kept failing. Polling reports those changes; the messages wait there to be read.' % human(c.pushDeadLettersWindow),
+            },
+          ),
         ],
       },
     ],

@@ -55,6 +55,8 @@
       shardMismatch: 'warning',
       shardMissing: 'critical',
       discoveryFailing: 'warning',
+      pushConsumerDown: 'warning',
+      pushDeadLetters: 'warning',
     },
 
     // How long an alert on jobwatch's own series keeps firing once they vanish: a
@@ -91,6 +93,12 @@
     shardMismatchFor: '15m',
     shardMissingFor: '5m',
     discoveryFailingFor: '30m',
+    // The push path (docs/push.md): a queue not received from for this long (a
+    // healthy consumer returns from a long poll every 20 s at most) is down.
+    pushReceiveStaleSeconds: 300,
+    pushConsumerDownFor: '10m',
+    // The dead-letter queue gained messages within this window.
+    pushDeadLettersWindow: '30m',
 
     // The Grafana dashboard.
     dashboardUID: 'jobwatch-s3-batch',

@@ -14,6 +14,7 @@ import random
 import ssl
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AsyncExitStack
+from typing import Any
 
 from aiobotocore.session import AioSession
 from aiohttp import web
@@ -21,9 +22,9 @@ from prometheus_client import ProcessCollector
 from prometheus_client.registry import CollectorRegistry
 
 from jobwatch import __version__
-from jobwatch.aws import ClientPool
+from jobwatch.aws import ClientPool, open_queue
 from jobwatch.clock import Clock, SystemClock
-from jobwatch.config import Config, TLSConfig
+from jobwatch.config import Config, PushConfig, TLSConfig
 from jobwatch.diff import DiffPolicy
 from jobwatch.discovery import (
     AccountSource,
@@ -37,6 +38,7 @@ from jobwatch.log import get_logger
 from jobwatch.metrics import (
     DiscoveryCollector,
     JobwatchCollector,
+    PushCollector,
     ShardCollector,
     make_registry,
     share_cpu_turns,
@@ -44,6 +46,7 @@ from jobwatch.metrics import (
 from jobwatch.model import Target
 from jobwatch.persist import Committer
 from jobwatch.poller import PollSettings, TargetPoller
+from jobwatch.push import PushConsumer
 from jobwatch.ratelimit import AccountRateLimiter
 from jobwatch.shard import Shard, resolve_shard
 from jobwatch.source import JobSource, S3ControlJobSource
@@ -146,6 +149,19 @@ class App:
         self.supervisor = Supervisor(self.store, self._make_poller, self._register)
         if self.discovery is not None:
             self.registry.register(DiscoveryCollector(self.discovery, self.supervisor.changes))
+        #: The push fast path (docs/push.md), with a ``push:`` section.
+        self.push: PushConsumer | None = None
+        if config.push is not None:
+            self.push = PushConsumer(
+                self.supervisor.poller,
+                self.clock,
+                wait=config.push.wait,
+                batch_size=config.push.batch_size,
+                visibility_timeout=config.push.visibility_timeout,
+                dead_letter_interval=config.push.dead_letter_interval,
+                rng=self.rng,
+            )
+            self.registry.register(PushCollector(self.push.stats))
         ProcessCollector(registry=self.registry)
         self.stop_event = asyncio.Event()
         self.http_port: int | None = None
@@ -192,6 +208,8 @@ class App:
             timeout = min(self.discovery.timeout, STARTUP_DISCOVERY_TIMEOUT)
             await self.discovery.refresh(timeout)
         await self.supervisor.reconcile(self._wanted(), count=False)
+        if self.config.push is not None:
+            await self._open_queues(self.config.push)
         if self.config.state_file is not None:
             committer = Committer(self.store, self.config.state_file, self.sinks, self.clock.time)
             self._stack.callback(committer.close)
@@ -226,23 +244,53 @@ class App:
         share_cpu_turns(self.registry, pool.turns)
         return S3ControlJobSource(pool, asyncio.Semaphore(self.config.concurrency), rate)
 
+    async def _open_queues(self, push: PushConfig) -> None:
+        assert self.push is not None
+        for q in push.queues:
+            settings: dict[str, Any] = {
+                "region": q.queue_region,
+                "endpoint_url": push.endpoint_url,
+                "wait": push.wait,
+                "call_timeout": self.config.timeout,
+                "max_attempts": self.config.retry.max_attempts,
+                "role_arn": q.role_arn,
+                "external_id": q.external_id,
+                "session_name": q.session_name,
+                "duration_seconds": int(q.duration),
+            }
+            queue = await self._stack.enter_async_context(
+                open_queue(self.session, url=q.url, **settings)
+            )
+            dead = None
+            if q.dead_letter_url is not None:
+                dead = await self._stack.enter_async_context(
+                    open_queue(self.session, url=q.dead_letter_url, **settings)
+                )
+            self.push.add_queue(queue, dead)
+
     def _register(self, target: Target) -> None:
         if self._pool is not None:
             self._pool.register(target)
 
     def _make_poller(self, target: Target) -> TargetPoller:
         assert self.source is not None, "App.start() builds the source first"
-        external_url = self.config.web.external_url
-        return TargetPoller(
+        poller = TargetPoller(
             target,
             self.source,
             self.store,
-            lambda events: self._publish(linked_to_status_page(events, external_url)),
+            lambda events: self._published(poller, events),
             self.clock,
             self._policy,
             self._settings,
             self.rng,
         )
+        return poller
+
+    def _published(self, poller: TargetPoller, events: list[EventRecord]) -> None:
+        events = linked_to_status_page(events, self.config.web.external_url)
+        if self.push is not None:
+            self.push.note_reported(events, by_push=poller.looking)
+        self._publish(events)
 
     def _emit(self, events: list[EventRecord]) -> None:
         for event in events:
@@ -299,10 +347,19 @@ class App:
         saver = None
         if self.committer is not None:
             saver = asyncio.create_task(self.committer.run(saver_stop), name="state committer")
+        push = None
+        if self.push is not None:
+            push = asyncio.create_task(self.push.run(), name="push consumer")
         _log.info("started", targets=len(self.targets), shard=str(self.shard), version=__version__)
         try:
             await self.stop_event.wait()
         finally:
+            if push is not None:
+                # First: a message received now would wait for polls that are stopping.
+                push.cancel()
+                await asyncio.wait([push])
+                if not push.cancelled() and push.exception() is not None:
+                    _log.error("push_consumer_died", error=repr(push.exception()))
             if discover is not None:
                 discover.cancel()
                 await asyncio.wait([discover])

@@ -1,8 +1,9 @@
 """The AWS edge: sessions, client settings, credentials, the s3control client pool.
 
 Every aiobotocore session, client configuration and assumed-role credential
-jobwatch uses is made here: :class:`ClientPool` for s3control, and
-:func:`service_client` for the Organizations client of :mod:`jobwatch.discovery`.
+jobwatch uses is made here: :class:`ClientPool` for s3control,
+:func:`service_client` for the Organizations client of :mod:`jobwatch.discovery`,
+and :func:`open_queue` for the SQS queues of the push path (:mod:`jobwatch.push`).
 How ListJobs pages are parsed is :mod:`jobwatch.listjobs`; the CPU turns the
 parsing takes are :mod:`jobwatch.turns`.
 """
@@ -10,9 +11,10 @@ parsing takes are :mod:`jobwatch.turns`.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from aiobotocore.config import AioConfig
@@ -21,18 +23,30 @@ from aiobotocore.credentials import (
     AioDeferredRefreshableCredentials,
 )
 from aiobotocore.session import AioSession
-from botocore.exceptions import NoCredentialsError
+from aiohttp import ClientError as HTTPClientError
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
+from jobwatch.errors import SourceError
 from jobwatch.listjobs import fast_timestamp, list_jobs_hook
 from jobwatch.model import Target
 from jobwatch.turns import CpuTurns
 
+if TYPE_CHECKING:
+    from types_aiobotocore_sqs.client import SQSClient
+    from types_aiobotocore_sqs.type_defs import (
+        DeleteMessageBatchRequestEntryTypeDef,
+        ReceiveMessageRequestTypeDef,
+    )
+
 __all__ = [
     "AttemptCallback",
     "ClientPool",
+    "QueueMessage",
+    "SqsQueue",
     "assume_role_credentials",
     "client_config",
     "is_throttle",
+    "open_queue",
     "prepare_session",
     "service_client",
     "sign_with",
@@ -365,3 +379,139 @@ class ClientPool:
             callback(account, region, operation, outcome)
 
         return handler
+
+
+# --------------------------------------------------------------------------- SQS (the push path)
+
+
+@dataclass(frozen=True, slots=True)
+class QueueMessage:
+    """One SQS message as the push consumer sees it."""
+
+    message_id: str
+    receipt_handle: str
+    body: str
+    #: ApproximateReceiveCount: 1 on the first delivery.
+    receive_count: int
+
+
+class SqsQueue:
+    """One queue, through a client of its region; every SDK failure leaves as SourceError."""
+
+    def __init__(self, client: SQSClient, url: str, region: str) -> None:
+        self._client = client
+        self.url = url
+        self.region = region
+        #: The account that owns the queue (in its URL), for errors and logs.
+        self.account_id = url.rstrip("/").rsplit("/", 2)[-2]
+
+    def _error(self, operation: str, e: Exception) -> SourceError:
+        if isinstance(e, ClientError):
+            err = e.response.get("Error", {})
+            status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            code = str(err.get("Code") or "Unknown")
+            return SourceError(
+                self.account_id,
+                self.region,
+                operation,
+                code,
+                str(err.get("Message") or ""),
+                throttled=is_throttle(status, code),
+            )
+        return SourceError(self.account_id, self.region, operation, type(e).__name__, str(e))
+
+    async def receive(
+        self, max_messages: int, wait: float, visibility_timeout: float | None
+    ) -> list[QueueMessage]:
+        """Long-poll for up to ``max_messages`` messages (an empty list after ``wait``)."""
+        request: ReceiveMessageRequestTypeDef = {
+            "QueueUrl": self.url,
+            "MaxNumberOfMessages": max_messages,
+            "WaitTimeSeconds": int(wait),
+            "MessageSystemAttributeNames": ["ApproximateReceiveCount"],
+        }
+        if visibility_timeout is not None:
+            request["VisibilityTimeout"] = int(visibility_timeout)
+        try:
+            answer = await self._client.receive_message(**request)
+        except (ClientError, BotoCoreError, HTTPClientError, TimeoutError) as e:
+            raise self._error("ReceiveMessage", e) from e
+        out = []
+        for m in answer.get("Messages") or ():
+            count = (m.get("Attributes") or {}).get("ApproximateReceiveCount", "1")
+            out.append(
+                QueueMessage(
+                    message_id=str(m.get("MessageId", "")),
+                    receipt_handle=str(m.get("ReceiptHandle", "")),
+                    body=str(m.get("Body", "")),
+                    receive_count=int(count) if str(count).isdigit() else 1,
+                )
+            )
+        return out
+
+    async def depth(self) -> int:
+        """Messages waiting in the queue (ApproximateNumberOfMessages)."""
+        try:
+            answer = await self._client.get_queue_attributes(
+                QueueUrl=self.url, AttributeNames=["ApproximateNumberOfMessages"]
+            )
+        except (ClientError, BotoCoreError, HTTPClientError, TimeoutError) as e:
+            raise self._error("GetQueueAttributes", e) from e
+        value = (answer.get("Attributes") or {}).get("ApproximateNumberOfMessages", "0")
+        return int(value) if str(value).isdigit() else 0
+
+    async def delete(self, messages: Sequence[QueueMessage]) -> list[str]:
+        """Delete ``messages`` (handled ones); returns the ids SQS did not delete."""
+        if not messages:
+            return []
+        entries: list[DeleteMessageBatchRequestEntryTypeDef] = [
+            {"Id": str(i), "ReceiptHandle": m.receipt_handle} for i, m in enumerate(messages)
+        ]
+        try:
+            answer = await self._client.delete_message_batch(QueueUrl=self.url, Entries=entries)
+        except (ClientError, BotoCoreError, HTTPClientError, TimeoutError) as e:
+            raise self._error("DeleteMessageBatch", e) from e
+        return [messages[int(f["Id"])].message_id for f in answer.get("Failed") or ()]
+
+
+@asynccontextmanager
+async def open_queue(
+    session: AioSession | None,
+    *,
+    url: str,
+    region: str,
+    endpoint_url: str | None,
+    wait: float,
+    call_timeout: float,
+    max_attempts: int,
+    role_arn: str | None = None,
+    external_id: str | None = None,
+    session_name: str = "jobwatch-push",
+    duration_seconds: int = 3600,
+) -> AsyncIterator[SqsQueue]:
+    """An :class:`SqsQueue` for ``url``, signed with ``role_arn`` when given.
+
+    The read timeout covers the long poll: ``wait`` plus ``call_timeout``.
+    """
+    session = prepare_session(session)
+    config = client_config(max_attempts=max_attempts, timeout=call_timeout)
+    config = config.merge(AioConfig(read_timeout=wait + call_timeout))
+    credentials = None
+    if role_arn is not None:
+        credentials = assume_role_credentials(
+            session,
+            role_arn=role_arn,
+            region=region,
+            session_name=session_name,
+            duration_seconds=duration_seconds,
+            external_id=external_id,
+        )
+    create: Any = session.create_client  # the stubs' overloads want a literal name
+    async with create("sqs", region_name=region, config=config, endpoint_url=endpoint_url) as c:
+        if credentials is not None:
+
+            def handler(request: Any, **_: Any) -> None:
+                sign_with(request, credentials)
+
+            c.meta.events.register("before-sign.sqs", handler)
+        yield SqsQueue(c, url, region)

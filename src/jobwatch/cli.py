@@ -88,6 +88,13 @@ def _cmd_check_config(args: argparse.Namespace, out: TextIO) -> int:
             f"discovery: accounts of {where} every {d.interval:g}s "
             f"(states {', '.join(d.statuses)}), regions {regions}, role {d.role_arn}\n"
         )
+    if config.push is not None:
+        p = config.push
+        out.write(f"push: {len(p.queues)} queue(s), long poll {p.wait:g}s, batch {p.batch_size}\n")
+        for q in p.queues:
+            role = q.role_arn or "(default credentials)"
+            dead = f"  dead letters {q.dead_letter_url}" if q.dead_letter_url else ""
+            out.write(f"  {q.url}  {q.region}  {role}{dead}\n")
     return EXIT_OK
 
 
@@ -176,9 +183,23 @@ def _cmd_sim(args: argparse.Namespace) -> int:
     except ScenarioError as e:
         sys.stderr.write(f"jobwatch sim: {e}\n")
         return EXIT_CONFIG
+    if (args.sqs_endpoint is None) != (args.sqs_queue is None):
+        sys.stderr.write("jobwatch sim: --sqs-endpoint and --sqs-queue go together\n")
+        return EXIT_CONFIG
+    push = None
+    if args.sqs_queue is not None:
+        from jobwatch.simulator import PushFaults
+
+        faults = PushFaults(
+            loss=args.push_loss,
+            duplicate=args.push_duplicate,
+            delay=args.push_delay,
+            reorder=args.push_reorder,
+        )
+        push = (args.sqs_endpoint, args.sqs_queue, args.sqs_region, faults)
     configure_logging("info", "json")  # run_simulator logs simulator_started with the real URL
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run_simulator(args.listen, scenario, SystemClock()))
+        asyncio.run(run_simulator(args.listen, scenario, SystemClock(), push=push))
     return EXIT_OK
 
 
@@ -186,7 +207,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from jobwatch.demo import run_demo
 
     configure_logging("info", args.log_format)
-    asyncio.run(run_demo(args.listen, duration=args.duration, scenario_path=args.scenario))
+    asyncio.run(
+        run_demo(args.listen, duration=args.duration, scenario_path=args.scenario, push=args.push)
+    )
     return EXIT_OK
 
 
@@ -250,10 +273,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=parse_duration, default=None, help="stop after this long")
     p.add_argument("--scenario", default=None, help="simulator scenario file (default: demo)")
     p.add_argument("--log-format", choices=("json", "console"), default="json")
+    p.add_argument(
+        "--push",
+        action="store_true",
+        help="job events through moto's SQS too (docs/push.md; needs moto[server])",
+    )
 
     p = sub.add_parser("sim", help="run the S3 Control simulator")
     p.add_argument("--listen", default="127.0.0.1:9000", help="HOST:PORT (default %(default)s)")
     p.add_argument("--scenario", default=None, help="scenario YAML (default: built-in demo)")
+    g = p.add_argument_group("job events to SQS, as EventBridge delivers them (docs/push.md)")
+    g.add_argument("--sqs-endpoint", default=None, help="SQS endpoint URL (e.g. moto's)")
+    g.add_argument("--sqs-queue", default=None, help="queue URL to publish to")
+    g.add_argument("--sqs-region", default="us-east-1", help="(default %(default)s)")
+    g.add_argument("--push-loss", type=float, default=0.0, help="probability an event is lost")
+    g.add_argument("--push-duplicate", type=float, default=0.0, help="probability of a copy")
+    g.add_argument("--push-delay", type=parse_duration, default=0.0, help="up to this late")
+    g.add_argument("--push-reorder", action="store_true", help="shuffle each batch")
     return parser
 
 

@@ -33,6 +33,8 @@ __all__ = [
     "Config",
     "Defaults",
     "DiscoveryConfig",
+    "PushConfig",
+    "PushQueueConfig",
     "RetryConfig",
     "ShardConfig",
     "StallConfig",
@@ -376,6 +378,108 @@ class ShardConfig(_Model):
         return self
 
 
+_SQS_URL = re.compile(r"^https?://(?P<host>[^/\s]+)/(?P<account>\d{12})/(?P<name>[\w-]{1,80})$")
+_SQS_HOST_REGION = re.compile(r"^sqs\.(?P<region>[a-z]{2}(-[a-z]+)+-\d+)\.amazonaws\.com")
+
+
+class PushQueueConfig(_Model):
+    """One SQS queue the EventBridge rule delivers S3 Batch Operations events to."""
+
+    url: str
+    #: The queue's dead-letter queue: its depth is exported, for the alert.
+    dead_letter_url: str | None = None
+    #: Default: the region in an AWS queue URL (sqs.<region>.amazonaws.com).
+    region: str | None = None
+    role_arn: str | None = None
+    external_id: str | None = Field(default=None, repr=False)
+    session_name: str = "jobwatch-push"
+    duration: Duration = 3600.0
+
+    @field_validator("url", "dead_letter_url")
+    @classmethod
+    def _url(cls, v: str | None) -> str | None:
+        if v is not None and not _SQS_URL.match(v):
+            raise ValueError(
+                "expected a queue URL such as "
+                "https://sqs.eu-west-1.amazonaws.com/123456789012/jobwatch-events"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _region(self) -> PushQueueConfig:
+        if self.region is None:
+            match = _SQS_URL.match(self.url)
+            host = _SQS_HOST_REGION.match(match["host"]) if match else None
+            if host is None:
+                raise ValueError(
+                    f"region: required for {self.url} (not an sqs.<region>.amazonaws.com URL)"
+                )
+            object.__setattr__(self, "region", host["region"])
+        elif not _REGION.match(self.region):
+            raise ValueError(f"region: {self.region!r} is not an AWS region name such as us-east-1")
+        return self
+
+    @property
+    def queue_region(self) -> str:
+        assert self.region is not None  # set by the validator
+        return self.region
+
+
+class PushConfig(_Model):
+    """The push fast path: S3 Batch Operations job events from EventBridge through SQS.
+
+    Each event makes jobwatch describe that job at once (docs/push.md); polling
+    stays the reconciler.
+    """
+
+    queues: list[PushQueueConfig] = Field(min_length=1)
+    #: Long-poll wait of each ReceiveMessage (SQS allows 0 to 20 s).
+    wait: Duration = 20.0
+    #: Messages per ReceiveMessage (SQS allows 1 to 10).
+    batch_size: int = Field(default=10, ge=1, le=10)
+    #: How long a received message stays hidden (default: the queue's own setting).
+    visibility_timeout: Duration | None = None
+    #: The SQS endpoint (default: AWS's for each queue's region); for tests and the demo.
+    endpoint_url: str | None = None
+    #: How often the dead-letter queues' depth is read (queues with ``dead_letter_url``).
+    dead_letter_interval: Duration = 60.0
+
+    @field_validator("wait")
+    @classmethod
+    def _wait(cls, v: float) -> float:
+        if not 0 <= v <= 20:
+            raise ValueError("SQS long polls wait 0 to 20s; use 20s")
+        return v
+
+    @field_validator("dead_letter_interval")
+    @classmethod
+    def _interval(cls, v: float) -> float:
+        if v < 1:
+            raise ValueError("must be at least 1s")
+        return v
+
+    @field_validator("visibility_timeout")
+    @classmethod
+    def _visibility(cls, v: float | None) -> float | None:
+        if v is not None and not 0 <= v <= 43200:
+            raise ValueError("SQS visibility timeouts are 0s to 12h")
+        return v
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _endpoint(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^https?://[^/\s]+/?$", v):
+            raise ValueError(f"expected a URL such as http://127.0.0.1:5000, got {v!r}")
+        return v.rstrip("/") if v else v
+
+    @model_validator(mode="after")
+    def _distinct(self) -> PushConfig:
+        urls = [q.url for q in self.queues]
+        if len(set(urls)) != len(urls):
+            raise ValueError("a queue is listed twice; list each once")
+        return self
+
+
 #: The longest default jitter; below 50 s of interval the default is a tenth of it.
 MAX_DEFAULT_JITTER = 5.0
 #: The default resync_interval, or interval if that is longer.
@@ -407,6 +511,7 @@ class Config(_Model):
     targets: list[AccountConfig] = Field(default_factory=list)
     discovery: DiscoveryConfig | None = None
     shard: ShardConfig = Field(default_factory=ShardConfig)
+    push: PushConfig | None = None
 
     @field_validator("interval", "timeout", "resync_interval")
     @classmethod

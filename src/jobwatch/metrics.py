@@ -40,6 +40,7 @@ from prometheus_client.utils import floatToGoString
 
 from jobwatch.diff import TrackedJob
 from jobwatch.model import KNOWN_STATUSES
+from jobwatch.push import LAG_BUCKETS, MESSAGE_RESULTS, TRANSITION_PATHS, PushStats
 from jobwatch.shard import Shard
 from jobwatch.state import FULL_LISTING_REASONS, POLL_DURATION_BUCKETS, Store
 
@@ -47,6 +48,7 @@ __all__ = [
     "DISCOVERY_FAMILIES",
     "JOB_FAMILIES",
     "PROCESS_FAMILIES",
+    "PUSH_FAMILIES",
     "SHARD_FAMILIES",
     "TARGET_FAMILIES",
     "DiscoveryCollector",
@@ -56,6 +58,7 @@ __all__ = [
     "Histogram",
     "JobFamily",
     "JobwatchCollector",
+    "PushCollector",
     "ShardCollector",
     "exposition_async",
     "make_registry",
@@ -216,6 +219,18 @@ class _DiscoveryView:
 
     state: DiscoveryState
     target_changes: Mapping[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class _PushView:
+    """The push consumer's counters and each queue's health, taken at once."""
+
+    messages: list[tuple[str, int]]
+    transitions: list[tuple[str, int]]
+    lag_buckets: tuple[tuple[str, float], ...]
+    lag_sum: float
+    #: (queue URL, up, last receive, receive errors, dead letters)
+    queues: list[tuple[str, bool, float | None, int, int | None]]
 
 
 _POLL_OUTCOMES = ("success", "failure")
@@ -449,6 +464,55 @@ DISCOVERY_FAMILIES: tuple[Family[_DiscoveryView], ...] = (
         samples=lambda d: _each((c, d.target_changes[c]) for c in _TARGET_CHANGES),
     ),
 )
+
+PUSH_FAMILIES: tuple[Family[_PushView] | Histogram[_PushView], ...] = (
+    Family(
+        "jobwatch_push_messages",
+        "Push queue messages by what became of them.",
+        kind="counter",
+        labels=("result",),
+        samples=lambda p: _each(p.messages),
+    ),
+    Family(
+        "jobwatch_push_transitions",
+        "Status transitions reported, by who found them first: push (an event's look), "
+        "poll (a poll, the event announced it) or poll_unannounced (no event seen).",
+        kind="counter",
+        labels=("found_by",),
+        samples=lambda p: _each(p.transitions),
+    ),
+    Histogram(
+        "jobwatch_push_lag_seconds",
+        "From a job event's time to jobwatch reporting the change it announced.",
+        lambda p: (p.lag_buckets, p.lag_sum),
+    ),
+    Family(
+        "jobwatch_push_consumer_up",
+        "1 if the queue's last ReceiveMessage succeeded.",
+        labels=("queue",),
+        samples=lambda p: [((q[0],), float(q[1])) for q in p.queues],
+    ),
+    Family(
+        "jobwatch_push_last_receive_timestamp_seconds",
+        "When the queue last answered a ReceiveMessage.",
+        labels=("queue",),
+        samples=lambda p: [((q[0],), q[2]) for q in p.queues if q[2] is not None],
+    ),
+    Family(
+        "jobwatch_push_receive_errors",
+        "Failed ReceiveMessage calls by queue.",
+        kind="counter",
+        labels=("queue",),
+        samples=lambda p: [((q[0],), float(q[3])) for q in p.queues],
+    ),
+    Family(
+        "jobwatch_push_dead_letter_messages",
+        "Messages in the queue's dead-letter queue (with dead_letter_url).",
+        labels=("queue",),
+        samples=lambda p: [((q[0],), float(q[4])) for q in p.queues if q[4] is not None],
+    ),
+)
+_LAG_BOUNDS = (*(str(float(b)) for b in LAG_BUCKETS), "+Inf")
 
 #: The labels every per-target and per-job series starts with (then the configured ones).
 _TARGET_LABELS = ("aws_account_id", "aws_region")
@@ -936,7 +1000,7 @@ class JobwatchCollector(Collector):
 class _TableCollector(Collector, Generic[S]):
     """Families read from one small state object, taken at each rendering."""
 
-    def __init__(self, families: Sequence[Family[S]], read: Callable[[], S]) -> None:
+    def __init__(self, families: Sequence[Family[S] | Histogram[S]], read: Callable[[], S]) -> None:
         self._families = families
         self._read = read
 
@@ -952,7 +1016,10 @@ class _TableCollector(Collector, Generic[S]):
         out: list[str] = []
         for family in self._families:
             out.append(_header(family))
-            out += _sample_lines(family, _shown(family), unlabelled, state, numbers, escaped)
+            if isinstance(family, Histogram):
+                out += _histogram_lines(family, state, numbers)
+            else:
+                out += _sample_lines(family, _shown(family), unlabelled, state, numbers, escaped)
         return ["".join(out).encode("utf-8")]
 
 
@@ -976,6 +1043,30 @@ class DiscoveryCollector(_TableCollector[_DiscoveryView]):
     def __init__(self, discovery: DiscoveryState, target_changes: Mapping[str, int]) -> None:
         view = _DiscoveryView(discovery, target_changes)
         super().__init__(DISCOVERY_FAMILIES, lambda: view)
+
+
+class PushCollector(_TableCollector[_PushView]):
+    """:data:`PUSH_FAMILIES`: the push consumer's messages, lag and queues (``push.PushStats``)."""
+
+    def __init__(self, stats: PushStats) -> None:
+        def read() -> _PushView:
+            cumulative = []
+            running = 0
+            for bound, n in zip(_LAG_BOUNDS, stats.lag_buckets, strict=True):
+                running += n
+                cumulative.append((bound, float(running)))
+            return _PushView(
+                messages=[(r, stats.messages[r]) for r in MESSAGE_RESULTS],
+                transitions=[(p, stats.transitions[p]) for p in TRANSITION_PATHS],
+                lag_buckets=tuple(cumulative),
+                lag_sum=stats.lag_sum,
+                queues=[
+                    (q.url, q.up, q.last_receive, q.receive_errors, q.dead_letters)
+                    for q in stats.queues.values()
+                ],
+            )
+
+        super().__init__(PUSH_FAMILIES, read)
 
 
 # --------------------------------------------------------------------------- the registry

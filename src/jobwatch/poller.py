@@ -10,10 +10,12 @@ Every wait and duration goes through the injected :class:`~jobwatch.clock.Clock`
 from __future__ import annotations
 
 import asyncio
+import functools
 import random
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from jobwatch.clock import Clock
 from jobwatch.diff import Change, DiffPolicy, TrackedJob, departed, diff
@@ -61,6 +63,20 @@ class PollSettings:
     max_backoff_intervals: float = 8.0
 
 
+def _exclusive(
+    poll: Callable[[TargetPoller], Coroutine[Any, Any, bool]],
+) -> Callable[[TargetPoller], Coroutine[Any, Any, bool]]:
+    """Hold the poller's lock for the whole poll: a push look (:meth:`TargetPoller.look`)
+    diffs the same snapshot, so the two must not overlap."""
+
+    @functools.wraps(poll)
+    async def exclusive(self: TargetPoller) -> bool:
+        async with self._lock:
+            return await poll(self)
+
+    return exclusive
+
+
 class TargetPoller:
     """Polls one target; :meth:`poll_once` is one cycle, :meth:`run` the loop."""
 
@@ -85,6 +101,10 @@ class TargetPoller:
         self._rng = rng or random.Random()
         self._log = _log.bind(aws_account_id=target.account_id, aws_region=target.region)
         self._order_warned = False
+        #: A poll and a push look (:meth:`look`) never overlap: each diffs the snapshot.
+        self._lock = asyncio.Lock()
+        #: True while :meth:`look` publishes (what it reports came from a push event).
+        self.looking = False
 
     async def run(self, stop: asyncio.Event) -> None:
         """Poll until ``stop`` is set; a poll in progress is finished, not abandoned."""
@@ -106,6 +126,7 @@ class TargetPoller:
                 base = min(s.interval * 2 ** (failures - 1), s.interval * s.max_backoff_intervals)
             delay = max(0.0, base - took) + self._rng.uniform(0, s.jitter)
 
+    @_exclusive
     async def poll_once(self) -> bool:
         """One poll cycle. Returns whether it succeeded; never raises (but on cancel)."""
         key = self.target.key
@@ -237,6 +258,52 @@ class TargetPoller:
                 "describe_failed", job_id=job_id, error_code=e.code, throttled=e.throttled
             )
             return None
+
+    async def look(self, job_id: str, status: str | None = None) -> str:
+        """Describe one job now and report what changed, as a poll would (the push path).
+
+        Goes through the same diff as polls (an incomplete listing of one job),
+        under the lock polls take. ``status``: what an event said the job became;
+        when the snapshot already has the job there, or ended, no call is made.
+        Returns ``reported``, ``confirmed`` (nothing new), ``known``, ``not_ready``
+        (no baseline yet: the first poll will see the job) or ``failed``.
+        """
+        async with self._lock:
+            state = self._store[self.target.key]
+            previous = state.jobs
+            if previous is None:
+                return "not_ready"
+            tracked = previous.get(job_id)
+            if tracked is not None and (tracked.job.terminal or tracked.job.status == status):
+                return "known"
+            found = await self._describe(job_id)
+            if found is None or (found == "gone" and tracked is None):
+                return "failed" if found is None else "confirmed"
+            now = self._clock.time()
+            listing = [found.job] if isinstance(found, JobDetail) else []
+            gone = {job_id} if found == "gone" else set()
+            result = diff(previous, listing, now, self._policy, complete=False, gone=gone)
+            current = self._store.targets.get(self.target.key)
+            if current is None or current.jobs is not previous:
+                return "failed"  # the target left or was reset meanwhile: leave it to the polls
+            self._store.replace_jobs(self.target.key, result.jobs)
+            if not result.changes:
+                return "confirmed"
+            self._store.count_events(Counter(c.kind for c in result.changes))
+            detail = found if isinstance(found, JobDetail) else None
+            if detail is not None and any(c.kind == "job_failed" for c in result.changes):
+                self._store.remember_details(self.target.key, [detail])
+            self.looking = True
+            try:
+                self._publish(
+                    [
+                        Event(c, self.target, now, detail if c.kind == "job_failed" else None)
+                        for c in result.changes
+                    ]
+                )
+            finally:
+                self.looking = False
+            return "reported"
 
     def _note_unknown(self, listing: list[Job]) -> None:
         for job in listing:

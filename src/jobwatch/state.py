@@ -116,6 +116,12 @@ class Store:
             if detail.job.job_id in jobs:
                 ts.details[detail.job.job_id] = detail
 
+    def replace_jobs(self, key: tuple[str, str], jobs: dict[str, TrackedJob]) -> None:
+        """A target's snapshot after a push look: not a poll, so its health stays as is."""
+        self.targets[key].jobs = jobs
+        if self.on_change is not None:
+            self.on_change(key)
+
     def record_failure(self, key: tuple[str, str], error: str) -> None:
         ts = self.targets[key]
         ts.up = False

@@ -68,6 +68,11 @@ class Supervisor:
     def pollers(self) -> Mapping[Key, TargetPoller]:
         return {key: loop.poller for key, loop in self._loops.items()}
 
+    def poller(self, key: Key) -> TargetPoller | None:
+        """The poller of target ``key``, if this process watches it."""
+        loop = self._loops.get(key)
+        return loop.poller if loop is not None else None
+
     @property
     def tasks(self) -> Mapping[Key, asyncio.Task[None]]:
         """The loops running now, by target key."""

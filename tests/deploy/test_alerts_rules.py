@@ -34,6 +34,8 @@ REQUIRED_ALERTS = {
     "JobwatchShardMismatch",
     "JobwatchShardMissing",
     "JobwatchDiscoveryFailing",
+    "JobwatchPushConsumerDown",
+    "JobwatchPushDeadLetters",
 }
 # Alerts about one job name the job; alerts about one target name the target.
 JOB_ALERTS = {a for a in REQUIRED_ALERTS if a.startswith("S3BatchJob")}
@@ -45,6 +47,8 @@ PROCESS_ALERTS = {
     "JobwatchShardMismatch",
     "JobwatchShardMissing",
     "JobwatchDiscoveryFailing",
+    "JobwatchPushConsumerDown",
+    "JobwatchPushDeadLetters",
 }
 SEVERITIES = {"critical", "warning", "info"}
 RUNBOOK_BASE = "https://github.com/jobwatch/jobwatch/blob/main/docs/runbooks.md"
@@ -155,6 +159,10 @@ def test_every_alert_is_unit_tested_firing_and_silent() -> None:
             'group by (namespace, job) (up{job="jobwatch"} == 1) or on () count(up == 1)',
         ),
         ("JobwatchScrapeFailing", "== 0", "== 2"),
+        # Two replicas reading one dead-letter queue would make two alerts.
+        ("JobwatchPushDeadLetters", "max without (instance, pod)", "max without (pod)"),
+        # A hung consumer (up, but not receiving) would go unseen.
+        ("JobwatchPushConsumerDown", "> 300", "> 3000"),
         ("S3BatchJobHighTaskFailureRatio", ">= 100", ">= 1"),
         ("JobwatchPollsStale", "> 600", "> 6000"),
         ("JobwatchTargetDown", "for: 5m", "for: 15m"),

@@ -26,6 +26,7 @@ EXAMPLE = {
 DOCUMENTS = [
     "jobwatch-pod-trust-policy.json",
     "jobwatch-pod-policy.json",
+    "jobwatch-pod-push-policy.json",
     "member-role-trust-policy.json",
     "member-role-policy.json",
     "organizations-reader-trust-policy.json",
@@ -108,6 +109,20 @@ def test_pod_role_only_assumes_the_reader_roles() -> None:
     assert actions(doc) == {"sts:AssumeRole"}
     assert {s["Resource"] for s in statements(doc)} == {
         f"arn:aws:iam::*:role/{name}" for name in ROLES
+    }
+
+
+def test_pod_push_policy_consumes_the_central_queue_and_nothing_else() -> None:
+    """What jobwatch.aws.SqsQueue calls (DeleteMessageBatch is sqs:DeleteMessage),
+    on the queue and dead-letter queue deploy/aws/push-central.cfn.yaml names."""
+    doc = load("jobwatch-pod-push-policy.json", EXAMPLE)
+    by_action = {a: s["Resource"] for s in statements(doc) for a in as_list(s["Action"])}
+    central = yaml.safe_load((DEPLOY / "aws" / "push-central.cfn.yaml").read_text())
+    queue = central["Parameters"]["QueueName"]["Default"]
+    assert by_action == {
+        "sqs:ReceiveMessage": f"arn:aws:sqs:*:123456789012:{queue}",
+        "sqs:DeleteMessage": f"arn:aws:sqs:*:123456789012:{queue}",
+        "sqs:GetQueueAttributes": f"arn:aws:sqs:*:123456789012:{queue}-dlq",
     }
 
 
@@ -259,7 +274,11 @@ def test_json_documents_pass_cfn_lint(tmp_path: Path) -> None:
                         {
                             "PolicyName": "assume-readers",
                             "PolicyDocument": load("jobwatch-pod-policy.json", EXAMPLE),
-                        }
+                        },
+                        {
+                            "PolicyName": "consume-job-events",
+                            "PolicyDocument": load("jobwatch-pod-push-policy.json", EXAMPLE),
+                        },
                     ],
                 },
             },

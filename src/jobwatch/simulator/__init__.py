@@ -17,6 +17,7 @@ Typical test use::
 from ._faults import FAULT_KINDS, FaultSpec
 from ._fleet import FLEET_REGIONS, fleet_account_id, generate_fleet
 from ._model import JOB_STATUSES, OPERATIONS, TERMINAL_STATUSES, RequestKey, SimJobView
+from ._push import EventPublisher, PushFaults, job_event
 from ._scenario import (
     ACTIONS,
     AccountSpec,
@@ -42,8 +43,10 @@ __all__ = [
     "OPERATIONS",
     "TERMINAL_STATUSES",
     "AccountSpec",
+    "EventPublisher",
     "FaultSpec",
     "PhaseDurations",
+    "PushFaults",
     "ReportSpec",
     "RequestKey",
     "Scenario",
@@ -58,6 +61,7 @@ __all__ = [
     "create_app",
     "fleet_account_id",
     "generate_fleet",
+    "job_event",
     "load_scenario",
     "parse_listen",
     "run_simulator",

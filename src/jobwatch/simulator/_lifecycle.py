@@ -24,6 +24,7 @@ half of the run tasks failed moves to Failing.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 from ._model import (
@@ -114,6 +115,7 @@ class SimJob:
         "failure_ratio",
         "failure_reasons",
         "job_id",
+        "listener",
         "operation",
         "p0",
         "phase_started",
@@ -193,6 +195,8 @@ class SimJob:
         self._xml_cache_version = -1
         self._active_fails = False
         self._next_change = creation
+        #: Told of every status change as it is applied: (job, old, new, time).
+        self.listener: Callable[[SimJob, str, str, float], None] | None = None
         self._reschedule()
 
     # -- reading -------------------------------------------------------------
@@ -379,6 +383,7 @@ class SimJob:
         self.version += 1
 
     def _enter(self, status: str, t: float) -> None:
+        old = self.status
         self.status = status
         self.phase_started = t
         self.version += 1
@@ -389,6 +394,8 @@ class SimJob:
         if status == SUSPENDED:
             self.suspended_date = t
             self.suspended_cause = SUSPENDED_CAUSE
+        if self.listener is not None and old != status:
+            self.listener(self, old, status, t)
 
     def _transition(self, t: float) -> None:
         status = self.status

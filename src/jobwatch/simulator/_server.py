@@ -27,6 +27,7 @@ from jobwatch.log import get_logger
 from ._admin import add_admin_routes
 from ._faults import FaultDecision, FaultSpec
 from ._model import CANCELLED, JOB_STATUSES, READY
+from ._push import EventPublisher, PushFaults
 from ._scenario import Scenario
 from ._wire import (
     create_job_xml,
@@ -546,8 +547,12 @@ async def run_simulator(
     clock: Clock,
     *,
     on_ready: Callable[[SimulatorServer], None] | None = None,
+    push: tuple[str, str, str, PushFaults] | None = None,
 ) -> None:
     """Serve ``scenario`` on ``listen`` (``HOST:PORT``) until cancelled.
+
+    ``push``: (SQS endpoint, queue URL, region, faults): publish every job event
+    there as EventBridge would (:class:`EventPublisher`).
 
     Logs ``simulator_started`` with the URL once listening and calls
     ``on_ready`` (if given) with the running server. Raises ``ValueError`` for a
@@ -566,6 +571,14 @@ async def run_simulator(
         if on_ready is not None:
             on_ready(server)
         try:
-            await asyncio.Event().wait()
+            if push is None:
+                await asyncio.Event().wait()
+            else:
+                endpoint, queue, region, faults = push
+                async with EventPublisher(
+                    sim, endpoint_url=endpoint, queue_url=queue, region=region, faults=faults
+                ) as publisher:
+                    _log.info("simulator_publishing", queue=queue)
+                    await publisher.run()
         finally:
             _log.info("simulator_stopped", url=server.url)

@@ -16,7 +16,7 @@ import os
 import random
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from jobwatch.clock import Clock
@@ -101,6 +101,7 @@ class Simulator:
         self._denied: set[tuple[str, str]] = set()
         self._targets: dict[tuple[str, str], _Target] = {}
         self._stats: Counter[RequestKey] = Counter()
+        self._listeners: list[Callable[[SimJob, str, str, float], None]] = []
         self._faults = FaultBook(self._rng)
         for spec in scenario.faults:
             self._faults.add(spec)
@@ -158,7 +159,7 @@ class Simulator:
         events: list[tuple[float, str, dict[str, Any]]] = [
             (origin + ev.at, str(ev.action), ev.params()) for ev in spec.timeline
         ]
-        return SimJob(
+        job = SimJob(
             account_id=account,
             region=region,
             job_id=job_id,
@@ -175,6 +176,31 @@ class Simulator:
             role_arn=spec.role_arn,
             events=events,
         )
+        job.listener = self._status_changed
+        return job
+
+    def _status_changed(self, job: SimJob, old: str, new: str, t: float) -> None:
+        for listener in self._listeners:
+            listener(job, old, new, t)
+
+    def subscribe(self, listener: Callable[[SimJob, str, str, float], None]) -> None:
+        """Call ``listener(job, old status, new status, time)`` at every status change.
+
+        Jobs move lazily, when something looks at them (:meth:`jobs` evaluates
+        them all); ``time`` is when the change happened in simulated time.
+        """
+        self._listeners.append(listener)
+
+    def all_jobs(self) -> list[SimJob]:
+        """Every job of every target brought up to :meth:`now` (created ones only)."""
+        now = self.now()
+        out = []
+        for target in self._targets.values():
+            for job in target.jobs:
+                if job.exists(now):
+                    job.advance(now)
+                    out.append(job)
+        return out
 
     # -- time ----------------------------------------------------------------
 
