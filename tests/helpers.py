@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+import socket
+import urllib.request
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol
+
+from moto.server import ThreadedMotoServer
 
 from jobwatch.app import App
 from jobwatch.clock import ManualClock
@@ -90,3 +94,30 @@ def written(collector: Writes) -> bytes:
     Slices of 0 s: the writer gives the loop a turn at every chance it has.
     """
     return b"".join(asyncio.run(collector.exposition_chunks(slice_seconds=0)))
+
+
+def free_port() -> int:
+    """A loopback port nothing listens on (now): for servers, or a refused endpoint."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def moto_server() -> Iterator[str]:
+    """moto's server (STS, Organizations, SQS...) on loopback, for as long as the block runs."""
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.stop()
+
+
+def reset_moto(url: str) -> None:
+    """Empty moto's server at ``url`` (it keeps its state across a module's tests)."""
+    assert url.startswith("http://127.0.0.1:")  # never anything but loopback
+    request = urllib.request.Request(f"{url}/moto-api/reset", method="POST")  # noqa: S310
+    with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310 (loopback)
+        assert resp.status == 200

@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import re
-import socket
 from collections import defaultdict
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from moto.server import ThreadedMotoServer
 
 from jobwatch.aws import is_throttle, strip_account_host_prefix
 from jobwatch.simulator import FaultSpec
-from tests.helpers import World, running
+from tests.helpers import World, free_port, running
+from tests.helpers import moto_server as start_moto
 
 A, B = "111111111111", "222222222222"
 ROLE_A = f"arn:aws:iam::{A}:role/jobwatch-reader"
@@ -26,23 +25,11 @@ SCENARIO = {
 _AKID = re.compile(r"Credential=([^/]+)/")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def moto_sts(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    url = f"http://127.0.0.1:{port}"
-    monkeypatch.setenv("AWS_ENDPOINT_URL_STS", url)
-    try:
+    with start_moto() as url:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_STS", url)
         yield url
-    finally:
-        server.stop()
 
 
 async def _capture_signers(w: World) -> dict[str, list[str]]:
@@ -107,7 +94,7 @@ async def test_short_lived_credentials_are_refreshed(moto_sts: str) -> None:
 async def test_role_that_cannot_be_assumed_marks_only_its_account_down(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("AWS_ENDPOINT_URL_STS", f"http://127.0.0.1:{_free_port()}")  # refused
+    monkeypatch.setenv("AWS_ENDPOINT_URL_STS", f"http://127.0.0.1:{free_port()}")  # refused
     config = {"targets": [{"account_id": A, "role_arn": ROLE_A}, {"account_id": B}]}
     async with running(SCENARIO, config) as w:
         await w.step(10)

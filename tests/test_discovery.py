@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
-import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -14,7 +12,6 @@ from typing import Any
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 from moto.sts.models import sts_backends
 from structlog.testing import capture_logs
 
@@ -34,23 +31,18 @@ from jobwatch.errors import ConfigError
 from jobwatch.simulator import Scenario, Simulator, SimulatorServer
 from jobwatch.targets import resolve_targets
 from jobwatch.testing import MemorySink
-from tests.helpers import World
+from tests.helpers import World, free_port, reset_moto
+from tests.helpers import moto_server as start_moto
 
 MANAGEMENT = "123456789012"  # moto's default account: the organization's management account
 R = "us-east-1"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(autouse=True)
 def _loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
     """Discovered targets assume a role: without moto, STS and Organizations calls
     go to a closed port on loopback, never to AWS."""
-    dead = f"http://127.0.0.1:{_free_port()}"
+    dead = f"http://127.0.0.1:{free_port()}"
     monkeypatch.setenv("AWS_ENDPOINT_URL_STS", dead)
     monkeypatch.setenv("AWS_ENDPOINT_URL_ORGANIZATIONS", dead)
 
@@ -163,22 +155,14 @@ def test_bad_discovery_settings_name_the_key(yaml_text: str, message: str) -> No
 
 @pytest.fixture(scope="module")
 def moto_server() -> Iterator[str]:
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
+    with start_moto() as url:
+        yield url
 
 
 @pytest.fixture
 def moto(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> str:
     """moto's Organizations and STS on loopback, empty, and the SDK pointed at them."""
-    assert moto_server.startswith("http://127.0.0.1:")
-    request = urllib.request.Request(f"{moto_server}/moto-api/reset", method="POST")  # noqa: S310
-    with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310 (loopback)
-        assert resp.status == 200
+    reset_moto(moto_server)
     monkeypatch.setenv("AWS_ENDPOINT_URL_ORGANIZATIONS", moto_server)
     monkeypatch.setenv("AWS_ENDPOINT_URL_STS", moto_server)
     return moto_server
@@ -494,7 +478,7 @@ async def test_a_failed_refresh_keeps_the_last_list_and_polling_goes_on(moto: st
 async def test_organizations_unreachable_at_start_still_starts(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("AWS_ENDPOINT_URL_ORGANIZATIONS", f"http://127.0.0.1:{_free_port()}")
+    monkeypatch.setenv("AWS_ENDPOINT_URL_ORGANIZATIONS", f"http://127.0.0.1:{free_port()}")
     static = "111111111111"
     config = {"retry": {"max_attempts": 1}, "discovery": {}, "targets": [{"account_id": static}]}
     with capture_logs() as logs:

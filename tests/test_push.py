@@ -7,9 +7,7 @@ import asyncio
 import io
 import itertools
 import json
-import socket
 import time
-import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, redirect_stdout
 from dataclasses import dataclass
@@ -19,7 +17,6 @@ from typing import Any
 import boto3
 import pytest
 import structlog
-from moto.server import ThreadedMotoServer
 from prometheus_client import CollectorRegistry, generate_latest
 from structlog.testing import capture_logs
 
@@ -31,7 +28,8 @@ from jobwatch.log import configure_logging
 from jobwatch.metrics import PushCollector
 from jobwatch.push import parse_event
 from jobwatch.simulator import EventPublisher, FaultSpec, PushFaults
-from tests.helpers import World, running
+from tests.helpers import World, reset_moto, running
+from tests.helpers import moto_server as start_moto
 
 A = "111111111111"
 OTHER = "222222222222"
@@ -39,21 +37,10 @@ R = "us-east-1"
 FAST = {"new": "1s", "preparing": "2s", "ready": "1s", "completing": "2s"}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def moto_server() -> Iterator[str]:
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
+    with start_moto() as url:
+        yield url
 
 
 @dataclass
@@ -81,10 +68,7 @@ class Sqs:
 @pytest.fixture
 def sqs(moto_server: str) -> Sqs:
     """An empty queue with a dead-letter queue (after 2 receives), as deploy/aws makes."""
-    assert moto_server.startswith("http://127.0.0.1:")
-    request = urllib.request.Request(f"{moto_server}/moto-api/reset", method="POST")  # noqa: S310
-    with urllib.request.urlopen(request, timeout=10) as resp:  # noqa: S310 (loopback)
-        assert resp.status == 200
+    reset_moto(moto_server)
     client = boto3.client("sqs", region_name=R, endpoint_url=moto_server)
     dead = client.create_queue(QueueName="jobwatch-events-dlq")["QueueUrl"]
     dead_arn = client.get_queue_attributes(QueueUrl=dead, AttributeNames=["QueueArn"])[
