@@ -37,7 +37,9 @@ from jobwatch.log import get_logger
 from jobwatch.metrics import (
     DiscoveryCollector,
     JobwatchCollector,
+    Selection,
     ShardCollector,
+    filtered,
     make_registry,
     share_cpu_turns,
 )
@@ -82,6 +84,14 @@ def policy_from_config(config: Config) -> DiffPolicy:
         task_failure_min_tasks=config.stall.task_failure_min_tasks,
         terminal_retention=config.terminal_retention,
     )
+
+
+def selection_from_config(config: Config) -> Selection:
+    """What ``/metrics`` shows (``metrics:``); a pattern matching no family is a ConfigError."""
+    shown = config.metrics
+    selection = Selection(tuple(shown.allow), tuple(shown.deny), shown.ended_jobs)
+    selection.check()
+    return selection
 
 
 def settings_from_config(config: Config) -> PollSettings:
@@ -138,15 +148,18 @@ class App:
                 cache_path_for(config.state_file) if config.state_file is not None else None,
             )
         self.store = Store(())
-        self.collector = JobwatchCollector(self.store, config.label_names, __version__)
+        selection = selection_from_config(config)
+        self.collector = JobwatchCollector(self.store, config.label_names, __version__, selection)
         self.registry: CollectorRegistry = make_registry(self.collector)
         self._candidates = 0
-        self.registry.register(ShardCollector(self.shard, lambda: self._candidates))
+        self.registry.register(ShardCollector(self.shard, lambda: self._candidates, selection))
         #: The poll loops, one per target.
         self.supervisor = Supervisor(self.store, self._make_poller, self._register)
         if self.discovery is not None:
-            self.registry.register(DiscoveryCollector(self.discovery, self.supervisor.changes))
-        ProcessCollector(registry=self.registry)
+            self.registry.register(
+                DiscoveryCollector(self.discovery, self.supervisor.changes, selection)
+            )
+        self.registry.register(filtered(ProcessCollector(registry=None), selection))
         self.stop_event = asyncio.Event()
         self.http_port: int | None = None
         self.committer: Committer | None = None
