@@ -436,14 +436,44 @@ async def _jobwatch(spec: Mapping[str, Any]) -> dict[str, Any]:
         result: dict[str, Any] = {"cycles": cycles, "targets": len(app.targets)}
         if probe is not None and timer is not None and scraper is not None:
             result["loop_lag"] = await probe.stop()
-            result["idle_metrics_seconds"] = await _idle_scrapes(app)
             result["callbacks"] = timer.stop()
             result["gc"] = gc_timer.stop()
             assert scraper.stdin is not None
             scraper.stdin.close()
             out, _ = await scraper.communicate()
             result["scrapes"] = json.loads(out)
+            result["idle_metrics_seconds"] = await _idle_scrapes(app)
+        if spec.get("scrape_cpu"):
+            result["scrape_cpu"] = await _scrape_cpu(app)
     return result
+
+
+async def _scrape_cpu(app: Any, repeats: int = 5) -> dict[str, Any]:
+    """CPU of one /metrics rendering (gzip), nothing else running, same state.
+
+    ``cold``: every job's lines written (the first scrape, or every job changed);
+    ``warm``: the lines kept from the scrape before (no job changed).
+    """
+    from jobwatch.metrics import exposition_async
+
+    text = await exposition_async(app.registry)
+    series = sum(1 for line in text.split(b"\n") if line and not line.startswith(b"#"))
+    out: dict[str, Any] = {"series": series, "bytes": len(text)}
+    for kind in ("cold", "warm"):
+        runs = []
+        for _ in range(repeats):
+            if kind == "cold":
+                app.collector._rendered = {}  # benchmark only: forget the kept lines
+            gc.collect()
+            with h.measure() as span:
+                body = await exposition_async(app.registry, gzip=True)
+            runs.append(span.cpu)
+        out[kind] = {
+            "cpu": min(runs),
+            "cpu_per_series": min(runs) / series,
+            "gzip_bytes": len(body),
+        }
+    return out
 
 
 async def _idle_scrapes(app: Any, count: int = 5) -> float:
@@ -487,11 +517,19 @@ async def _startup(spec: Mapping[str, Any]) -> dict[str, Any]:
     rss_before = h.rss_bytes()
     started = time.perf_counter()
     cpu0 = time.process_time()
-    cfg = _config(spec)
+    marks: list[tuple[str, float, float]] = []
+
+    def mark(phase: str) -> None:
+        marks.append((phase, time.perf_counter(), time.process_time()))
+
+    cfg = _config(spec, **spec.get("overrides", {}))
     app = App(cfg, clock=ManualClock(h.EPOCH), sinks=[CountSink()])
+    mark("config and App()")
     await app.start()
+    mark("App.start(): clients, targets")
     port = await app.serve_http("127.0.0.1:0")
     _settle_gc()  # as serve() does around the poll loops
+    mark("HTTP server, gc.freeze")
     loops = asyncio.create_task(app.run_pollers())
     async with aiohttp.ClientSession() as session:
         while True:
@@ -500,8 +538,14 @@ async def _startup(spec: Mapping[str, Any]) -> dict[str, Any]:
                 if resp.status == 200:
                     break
             await asyncio.sleep(0.05)
+    mark("first polls until /readyz")
     ready = time.perf_counter() - started
     cpu = time.process_time() - cpu0
+    phases = []
+    wall_before, cpu_before = started, cpu0
+    for phase, wall_at, cpu_at in marks:
+        phases.append({"phase": phase, "wall": wall_at - wall_before, "cpu": cpu_at - cpu_before})
+        wall_before, cpu_before = wall_at, cpu_at
     gc.collect()
     rss = h.rss_bytes()
     states = app.store.targets.values()
@@ -515,6 +559,7 @@ async def _startup(spec: Mapping[str, Any]) -> dict[str, Any]:
         "targets_up": sum(1 for ts in states if ts.up),
         "polled": sum(1 for ts in states if ts.attempted),
         "jitter": cfg.jitter,
+        "phases": phases,
     }
     app.request_stop()
     await loops
