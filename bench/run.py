@@ -552,9 +552,11 @@ def details(result: Mapping[str, Any]) -> str:
             f"running); /healthz p99 {hz['p99'] * 1000:.0f} ms; loop lag max "
             f"{lag['max'] * 1000:.0f} ms, p99 {lag['p99'] * 1000:.1f} ms; longest single "
             f"callback {s['callbacks']['max'] * 1000:.0f} ms "
-            f"({', '.join(c['callback'] for c in s['callbacks']['top'][:3])}); "
+            f"({', '.join(c['callback'] for c in s['callbacks']['top'][:3])}; the most CPU "
+            f"in one {s['callbacks']['max_cpu'] * 1000:.0f} ms); "
             f"{s['gc']['full_collections']} full collections, longest "
-            f"{s['gc']['longest_full'] * 1000:.0f} ms"
+            f"{s['gc']['longest_full'] * 1000:.0f} ms "
+            f"({s['gc']['longest_full_cpu'] * 1000:.0f} ms CPU)"
         )
     if "S5" in sc:
         s = sc["S5"]
@@ -593,9 +595,11 @@ def details(result: Mapping[str, Any]) -> str:
             f"{s['cycles']} full listings; {s['idle_metrics_seconds'] * 1000:.0f} ms idle); "
             f"/healthz p99 {hz['p99'] * 1000:.0f} ms; longest callback "
             f"{s['callbacks']['max'] * 1000:.0f} ms "
-            f"({', '.join(c['callback'] for c in s['callbacks']['top'][:3])}); "
+            f"({', '.join(c['callback'] for c in s['callbacks']['top'][:3])}; the most CPU "
+            f"in one {s['callbacks']['max_cpu'] * 1000:.0f} ms); "
             f"{s['gc']['full_collections']} full collections, longest "
-            f"{s['gc']['longest_full'] * 1000:.0f} ms; CPU per scrape (gzip) "
+            f"{s['gc']['longest_full'] * 1000:.0f} ms "
+            f"({s['gc']['longest_full_cpu'] * 1000:.0f} ms CPU); CPU per scrape (gzip) "
             f"{cpu['warm']['cpu'] * 1000:.0f} ms kept lines, {cpu['cold']['cpu'] * 1000:.0f} ms "
             f"all written = {cpu['warm']['cpu_per_series'] * 1e6:.2f} / "
             f"{cpu['cold']['cpu_per_series'] * 1e6:.2f} us per series"
