@@ -256,8 +256,11 @@ class CallbackTimer:
     """
 
     def __init__(self) -> None:
-        self.longest: list[tuple[float, str]] = []
+        self.longest: list[tuple[float, str, float]] = []
         self.max = 0.0
+        #: The most CPU one callback took: on a shared machine a callback's wall
+        #: time also counts the time the OS gave the core to another process.
+        self.max_cpu = 0.0
         self._original: Any = None
 
     def start(self) -> None:
@@ -268,15 +271,19 @@ class CallbackTimer:
 
         def timed(handle: Any) -> None:
             started = time.perf_counter()
+            cpu_started = time.thread_time()
             original(handle)
             took = time.perf_counter() - started
+            cpu = time.thread_time() - cpu_started
             if took > self.max:
                 self.max = took
+            if cpu > self.max_cpu:
+                self.max_cpu = cpu
             if took > 0.02:
                 task = getattr(handle._callback, "__self__", None)
                 coro = task.get_coro() if hasattr(task, "get_coro") else None
                 name = getattr(coro, "__qualname__", None) or repr(handle._callback)[:80]
-                longest.append((took, name))
+                longest.append((took, name, cpu))
 
         self._original = original
         events.Handle._run = timed  # type: ignore[method-assign]
@@ -288,12 +295,14 @@ class CallbackTimer:
             events.Handle._run = self._original  # type: ignore[method-assign]
         top = sorted(self.longest, reverse=True)[:5]
         by_name: dict[str, float] = {}
-        for took, name in self.longest:
+        for took, name, _ in self.longest:
             by_name[name] = max(took, by_name.get(name, 0.0))
         return {
             "max": self.max,
-            "over_50ms": sum(1 for t, _ in self.longest if t > 0.05),
-            "top": [{"seconds": t, "callback": n} for t, n in top],
+            "max_cpu": self.max_cpu,
+            "over_50ms": sum(1 for t, _, _ in self.longest if t > 0.05),
+            "over_50ms_cpu": sum(1 for _, _, c in self.longest if c > 0.05),
+            "top": [{"seconds": t, "callback": n, "cpu": c} for t, n, c in top],
             # The longest of each callback over 20 ms: which code held the loop.
             "by_name": dict(sorted(by_name.items(), key=lambda kv: -kv[1])[:10]),
         }
@@ -303,26 +312,30 @@ class GcTimer:
     """Every garbage collection while it runs: generation and pause."""
 
     def __init__(self) -> None:
-        self.pauses: list[tuple[int, float]] = []
+        self.pauses: list[tuple[int, float, float]] = []
         self._started = 0.0
+        self._cpu_started = 0.0
 
     def _callback(self, phase: str, info: dict[str, Any]) -> None:
         if phase == "start":
             self._started = time.perf_counter()
+            self._cpu_started = time.thread_time()
         else:
-            self.pauses.append((info["generation"], time.perf_counter() - self._started))
+            wall = time.perf_counter() - self._started
+            self.pauses.append((info["generation"], wall, time.thread_time() - self._cpu_started))
 
     def start(self) -> None:
         gc.callbacks.append(self._callback)
 
     def stop(self) -> dict[str, Any]:
         gc.callbacks.remove(self._callback)
-        full = [p for g, p in self.pauses if g == 2]
+        full = [p for g, p, _ in self.pauses if g == 2]
         return {
             "collections": len(self.pauses),
             "full_collections": len(full),
             "longest_full": max(full, default=0.0),
-            "longest": max((p for _, p in self.pauses), default=0.0),
+            "longest_full_cpu": max((c for g, _, c in self.pauses if g == 2), default=0.0),
+            "longest": max((p for _, p, _ in self.pauses), default=0.0),
         }
 
 
@@ -443,14 +456,44 @@ async def _jobwatch(spec: Mapping[str, Any]) -> dict[str, Any]:
         result: dict[str, Any] = {"cycles": cycles, "targets": len(app.targets)}
         if probe is not None and timer is not None and scraper is not None:
             result["loop_lag"] = await probe.stop()
-            result["idle_metrics_seconds"] = await _idle_scrapes(app)
             result["callbacks"] = timer.stop()
             result["gc"] = gc_timer.stop()
             assert scraper.stdin is not None
             scraper.stdin.close()
             out, _ = await scraper.communicate()
             result["scrapes"] = json.loads(out)
+            result["idle_metrics_seconds"] = await _idle_scrapes(app)
+        if spec.get("scrape_cpu"):
+            result["scrape_cpu"] = await _scrape_cpu(app)
     return result
+
+
+async def _scrape_cpu(app: Any, repeats: int = 5) -> dict[str, Any]:
+    """CPU of one /metrics rendering (gzip), nothing else running, same state.
+
+    ``cold``: every job's lines written (the first scrape, or every job changed);
+    ``warm``: the lines kept from the scrape before (no job changed).
+    """
+    from jobwatch.metrics import exposition_async
+
+    text = await exposition_async(app.registry)
+    series = sum(1 for line in text.split(b"\n") if line and not line.startswith(b"#"))
+    out: dict[str, Any] = {"series": series, "bytes": len(text)}
+    for kind in ("cold", "warm"):
+        runs = []
+        for _ in range(repeats):
+            if kind == "cold":
+                app.collector._rendered = {}  # benchmark only: forget the kept lines
+            gc.collect()
+            with h.measure() as span:
+                body = await exposition_async(app.registry, gzip=True)
+            runs.append(span.cpu)
+        out[kind] = {
+            "cpu": min(runs),
+            "cpu_per_series": min(runs) / series,
+            "gzip_bytes": len(body),
+        }
+    return out
 
 
 async def _idle_scrapes(app: Any, count: int = 5) -> float:
@@ -494,11 +537,19 @@ async def _startup(spec: Mapping[str, Any]) -> dict[str, Any]:
     rss_before = h.rss_bytes()
     started = time.perf_counter()
     cpu0 = time.process_time()
-    cfg = _config(spec)
+    marks: list[tuple[str, float, float]] = []
+
+    def mark(phase: str) -> None:
+        marks.append((phase, time.perf_counter(), time.process_time()))
+
+    cfg = _config(spec, **spec.get("overrides", {}))
     app = App(cfg, clock=ManualClock(h.EPOCH), sinks=[CountSink()])
+    mark("config and App()")
     await app.start()
+    mark("App.start(): clients, targets")
     port = await app.serve_http("127.0.0.1:0")
     _settle_gc()  # as serve() does around the poll loops
+    mark("HTTP server, gc.freeze")
     loops = asyncio.create_task(app.run_pollers())
     async with aiohttp.ClientSession() as session:
         while True:
@@ -507,8 +558,14 @@ async def _startup(spec: Mapping[str, Any]) -> dict[str, Any]:
                 if resp.status == 200:
                     break
             await asyncio.sleep(0.05)
+    mark("first polls until /readyz")
     ready = time.perf_counter() - started
     cpu = time.process_time() - cpu0
+    phases = []
+    wall_before, cpu_before = started, cpu0
+    for phase, wall_at, cpu_at in marks:
+        phases.append({"phase": phase, "wall": wall_at - wall_before, "cpu": cpu_at - cpu_before})
+        wall_before, cpu_before = wall_at, cpu_at
     gc.collect()
     rss = h.rss_bytes()
     states = app.store.targets.values()
@@ -522,6 +579,7 @@ async def _startup(spec: Mapping[str, Any]) -> dict[str, Any]:
         "targets_up": sum(1 for ts in states if ts.up),
         "polled": sum(1 for ts in states if ts.attempted),
         "jitter": cfg.jitter,
+        "phases": phases,
     }
     app.request_stop()
     await loops

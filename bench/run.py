@@ -1,4 +1,4 @@
-"""jobwatch's benchmark harness: jobwatch against the alternatives, scenarios S1-S7.
+"""jobwatch's benchmark harness: jobwatch against the alternatives, scenarios S1-S8.
 
 Run: ``make bench`` (``.venv/bin/python bench/run.py``, a few minutes) or
 ``.venv/bin/python bench/run.py --quick`` (a smoke run, about a minute,
@@ -392,6 +392,11 @@ def s6(run: Run) -> None:
     targets = h.fleet_targets(fleet)
     with run.sim(fleet) as sim:
         start = run.worker("startup", {"url": sim.url, "targets": targets})
+        # The default jitter (5 s) spreads the first polls on purpose; without it
+        # the time is jobwatch's own.
+        start_now = run.worker(
+            "startup", {"url": sim.url, "targets": targets, "overrides": {"jitter": 0}}
+        )
     mem_fleet = run.size(
         {"accounts": 50, "regions": 2, "jobs": 1000, "terminal_share": 0.0},
         {"accounts": 5, "regions": 2, "jobs": 1000, "terminal_share": 0.0},
@@ -401,6 +406,7 @@ def s6(run: Run) -> None:
     run.scenarios["S6"] = {
         "title": (f"memory: {len(targets):,} idle targets; {mem['tracked']:,} tracked jobs"),
         "startup": start,
+        "startup_no_jitter": start_now,
         "memory": mem,
         "goals": [
             _goal(
@@ -412,6 +418,58 @@ def s6(run: Run) -> None:
             ),
             _goal("retained bytes per tracked job", mem["retained_per_job"], "<", 700, "B"),
             _goal("targets started (all polled once)", start["ready_seconds"], "<", 10, "s"),
+            _goal("targets started, jitter off", start_now["ready_seconds"], "<", 3, "s"),
+        ],
+    }
+
+
+def s8(run: Run) -> None:
+    """S8: 100,000 per-job series scraped every 5 s while S1's listings run."""
+    # S1's fleet with 7% of the jobs running: about 8,000 tracked jobs.
+    fleet = run.size(
+        {"accounts": 10, "regions": 2, "jobs": 5000, "terminal_share": 0.93},
+        {"accounts": 2, "regions": 2, "jobs": 1000, "terminal_share": 0.93},
+    )
+    targets = h.fleet_targets(fleet)
+    plan = [{"kind": "full", "name": "baseline"}] + [{"kind": "full"}] * run.size(30, 2)
+    with run.sim(fleet) as sim:
+        result = run.worker(
+            "jobwatch",
+            {
+                "url": sim.url,
+                "targets": targets,
+                "plan": plan,
+                # A Prometheus scraping every 5 s; /healthz as a kubelet would, more often.
+                "http": {"paths": {"/metrics": 5.0, "/healthz": 0.05}},
+                "scrape_cpu": True,
+            },
+        )
+    scrapes = result["scrapes"]
+    cpu = result["scrape_cpu"]
+    run.scenarios["S8"] = {
+        "title": f"scrape at scale: {cpu['series']:,} series every 5 s while listings run",
+        "fleet": fleet,
+        "cycles": len(result["cycles"]),
+        "tracked_jobs": result["cycles"][-1]["tracked"],
+        "series": cpu["series"],
+        "metrics_bytes": cpu["bytes"],
+        "scrape_cpu": cpu,
+        "idle_metrics_seconds": result["idle_metrics_seconds"],
+        "scrapes": scrapes,
+        "loop_lag": result["loop_lag"],
+        "callbacks": result["callbacks"],
+        "gc": result["gc"],
+        "raw": result,
+        "goals": [
+            _goal("/metrics p99", scrapes["/metrics"]["p99"] * 1000, "<", 250, "ms"),
+            _goal("/healthz p99", scrapes["/healthz"]["p99"] * 1000, "<", 100, "ms"),
+            _goal(
+                "longest event-loop block (one callback)",
+                result["callbacks"]["max"] * 1000,
+                "<",
+                50,
+                "ms",
+            ),
         ],
     }
 
@@ -486,6 +544,7 @@ SCENARIOS: dict[str, Callable[[Run], None]] = {
     "S5": s5,
     "S6": s6,
     "S7": s7,
+    "S8": s8,
 }
 
 
@@ -557,9 +616,11 @@ def details(result: Mapping[str, Any]) -> str:
             f"running); /healthz p99 {hz['p99'] * 1000:.0f} ms; loop lag max "
             f"{lag['max'] * 1000:.0f} ms, p99 {lag['p99'] * 1000:.1f} ms; longest single "
             f"callback {s['callbacks']['max'] * 1000:.0f} ms "
-            f"({', '.join(c['callback'] for c in s['callbacks']['top'][:3])}); "
+            f"({', '.join(c['callback'] for c in s['callbacks']['top'][:3])}; the most CPU "
+            f"in one {s['callbacks']['max_cpu'] * 1000:.0f} ms); "
             f"{s['gc']['full_collections']} full collections, longest "
-            f"{s['gc']['longest_full'] * 1000:.0f} ms"
+            f"{s['gc']['longest_full'] * 1000:.0f} ms "
+            f"({s['gc']['longest_full_cpu'] * 1000:.0f} ms CPU)"
         )
     if "S5" in sc:
         s = sc["S5"]
@@ -579,6 +640,15 @@ def details(result: Mapping[str, Any]) -> str:
             f"{st['rss_bytes'] / MiB:.0f} MiB; {mem['tracked']:,} jobs retain "
             f"{mem['retained_per_job']:.0f} B each (RSS delta {mem['rss_delta_per_job']:.0f} B/job)"
         )
+        now = sc["S6"].get("startup_no_jitter")
+        if now is not None:
+            out.append(
+                f"    jitter off: ready in {now['ready_seconds']:.2f} s "
+                f"({now['cpu_seconds']:.2f} CPU-s): "
+                + "; ".join(
+                    f"{p['phase']} {p['wall']:.2f} s ({p['cpu']:.2f} CPU-s)" for p in now["phases"]
+                )
+            )
     if "S7" in sc:
         for label, key in (("on", "with_state_file"), ("off", "without_state_file")):
             d = sc["S7"][key]
@@ -607,6 +677,25 @@ def details(result: Mapping[str, Any]) -> str:
             f"{w['steady_writes']} writes for {w['steady_polls']:,} polls; file "
             f"{w['file_bytes'] / 1e6:.1f} MB; the whole file encoded once (each write "
             f"before): {enc['cpu']:.2f} CPU-s, {enc['bytes'] / 1e6:.1f} MB"
+        )
+    if "S8" in sc:
+        s = sc["S8"]
+        m, hz, cpu = s["scrapes"]["/metrics"], s["scrapes"]["/healthz"], s["scrape_cpu"]
+        out.append(
+            f"S8: {s['tracked_jobs']:,} tracked jobs, {s['series']:,} series, "
+            f"{s['metrics_bytes'] / 1e6:.1f} MB; /metrics p50 {m['p50'] * 1000:.0f} ms "
+            f"p99 {m['p99'] * 1000:.0f} ms max {m['max'] * 1000:.0f} ms ({m['count']} scrapes, "
+            f"{s['cycles']} full listings; {s['idle_metrics_seconds'] * 1000:.0f} ms idle); "
+            f"/healthz p99 {hz['p99'] * 1000:.0f} ms; longest callback "
+            f"{s['callbacks']['max'] * 1000:.0f} ms "
+            f"({', '.join(c['callback'] for c in s['callbacks']['top'][:3])}; the most CPU "
+            f"in one {s['callbacks']['max_cpu'] * 1000:.0f} ms); "
+            f"{s['gc']['full_collections']} full collections, longest "
+            f"{s['gc']['longest_full'] * 1000:.0f} ms "
+            f"({s['gc']['longest_full_cpu'] * 1000:.0f} ms CPU); CPU per scrape (gzip) "
+            f"{cpu['warm']['cpu'] * 1000:.0f} ms kept lines, {cpu['cold']['cpu'] * 1000:.0f} ms "
+            f"all written = {cpu['warm']['cpu_per_series'] * 1e6:.2f} / "
+            f"{cpu['cold']['cpu_per_series'] * 1e6:.2f} us per series"
         )
     return "\n".join(out)
 

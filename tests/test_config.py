@@ -79,6 +79,22 @@ BAD = {
         ACCOUNT + "stall: {status_limits: {Complete: 1h}}\n",
         ["stall.status_limits", "terminal"],
     ),
+    "metrics family typo": (
+        ACCOUNT + "metrics: {deny: [s3batch_job_staled]}\n",
+        ["metrics.deny[0]", "'s3batch_job_staled' matches no metric family", "s3batch_job_stalled"],
+    ),
+    "metrics not a glob": (
+        ACCOUNT + "metrics: {allow: ['s3batch_job{status}']}\n",
+        ["metrics.allow", "not a metric family name or a glob"],
+    ),
+    "metrics ended_jobs": (
+        ACCOUNT + "metrics: {ended_jobs: some}\n",
+        ["metrics.ended_jobs", "'all', 'failed' or 'none'"],
+    ),
+    "metrics unknown key": (
+        ACCOUNT + "metrics: {allowlist: [s3batch_*]}\n",
+        ["metrics.allowlist", "unknown key"],
+    ),
 }
 
 
@@ -95,6 +111,20 @@ def test_bad_config_exits_2_with_clear_message(
     for needle in needles:
         assert needle in err, f"{needle!r} not in {err!r}"
     assert "Traceback" not in err
+
+
+def test_metrics_section_defaults_and_values() -> None:
+    assert parse_config(ACCOUNT, environ={}).metrics.model_dump() == {
+        "allow": [],
+        "deny": [],
+        "ended_jobs": "all",
+    }
+    cfg = parse_config(
+        ACCOUNT + "metrics: {allow: ['s3batch_*', 'jobwatch_target_up'], ended_jobs: failed}\n",
+        environ={},
+    )
+    assert cfg.metrics.allow == ["s3batch_*", "jobwatch_target_up"]
+    assert cfg.metrics.ended_jobs == "failed"
 
 
 def test_missing_file_is_a_config_error(tmp_path: Path) -> None:

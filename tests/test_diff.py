@@ -330,3 +330,24 @@ def test_tracked_job_ended_at() -> None:
     t = TrackedJob(job("a", "Complete", termination_time=None), T0, T0 + 5, T0)
     assert t.ended_at == T0 + 5
     assert TrackedJob(job("a"), T0, T0, T0).ended_at is None
+
+
+def test_an_unchanged_job_keeps_its_tracked_object() -> None:
+    # /metrics keeps each job's rendered lines under its TrackedJob object.
+    first = diff(
+        None, [job("a", tasks_total=10), job("b", tasks_total=10)], T0, POLICY, complete=True
+    )
+    second = diff(
+        first.jobs,
+        [job("a", tasks_total=10), job("b", tasks_total=10, tasks_succeeded=5)],
+        T0 + 60,
+        POLICY,
+        complete=True,
+    )
+    assert second.jobs["a"] is first.jobs["a"]
+    assert second.jobs["b"] is not first.jobs["b"]
+    assert second.jobs["b"].last_progress_at == T0 + 60
+    # Unchanged in AWS but newly stalled: a new object with the flag.
+    later = diff(second.jobs, [job("a", tasks_total=10)], T0 + 600, POLICY, complete=False)
+    assert later.jobs["a"] is not first.jobs["a"]
+    assert later.jobs["a"].stalled

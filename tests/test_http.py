@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import shutil
 import subprocess
 
@@ -128,3 +129,58 @@ async def test_jobs_leave_the_exposition_when_untracked() -> None:
             == 0
         )
         assert len(w.sink.of("job_aged_out", "tag-job-1")) == 1
+
+
+@pytest.mark.parametrize(
+    ("header", "gzipped"),
+    [
+        (None, False),
+        ("", False),
+        ("gzip", True),
+        ("GZip", True),
+        ("x-gzip", True),
+        ("gzip, deflate, br", True),
+        ("deflate, br", False),
+        ("identity", False),
+        ("gzip;q=0, identity", False),  # matched as a substring, this used to be gzipped
+        ("gzip; q=0", False),
+        ("gzip;q=0.000", False),
+        ("gzip;q=0.001", True),
+        ("gzip;q=0.5, identity", False),  # identity weighs more
+        ("gzip;q=0.5, identity;q=0.4", True),
+        ("identity, gzip", True),  # equal weights: the smaller body
+        ("*", True),
+        ("*;q=0", False),
+        ("*;q=0.5, identity", False),
+        ("*, gzip;q=0", False),
+        ("identity;q=0, *", True),
+        ("gzip;q=2", False),  # not a qvalue: the element is ignored
+        ("gzip;q=abc, identity", False),
+        ("gzip;level=1", True),  # other parameters do not change the weight
+        (" , gzip ,", True),
+    ],
+)
+async def test_metrics_content_encoding_follows_the_accept_encoding_weights(
+    header: str | None, gzipped: bool
+) -> None:
+    async with running(SCENARIO, LABELS) as w:
+        await w.app.poll_all_once()
+        port = await w.app.serve_http("127.0.0.1:0")
+        headers = {} if header is None else {"Accept-Encoding": header}
+        # skip_auto_headers: aiohttp would otherwise send its own Accept-Encoding.
+        async with (
+            aiohttp.ClientSession(
+                skip_auto_headers=["Accept-Encoding"], auto_decompress=False
+            ) as http,
+            http.get(f"http://127.0.0.1:{port}/metrics", headers=headers) as r,
+        ):
+            assert r.status == 200
+            body = await r.read()
+            encoding = r.headers.get("Content-Encoding")
+    if gzipped:
+        assert encoding == "gzip"
+        assert body[:2] == b"\x1f\x8b"
+        assert b"s3batch_jobs" in gzip.decompress(body)
+    else:
+        assert encoding is None
+        assert b"\n# TYPE s3batch_jobs gauge\n" in body

@@ -30,7 +30,7 @@ def test_quick_bench_runs_and_writes_its_json(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads(out.read_text())
     assert result["quick"] is True
-    assert set(result["scenarios"]) == {"S1", "S2", "S3", "S4", "S5", "S6", "S7"}
+    assert set(result["scenarios"]) == {"S1", "S2", "S3", "S4", "S5", "S6", "S7", "S8"}
     for scenario in result["scenarios"].values():
         assert scenario["goals"]
         for goal in scenario["goals"]:

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import aiohttp
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import generate_latest
@@ -23,15 +24,19 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
+from jobwatch.app import App
 from jobwatch.clock import ManualClock
 from jobwatch.config import Config
 from jobwatch.diff import EVENT_KINDS, TrackedJob
 from jobwatch.discovery import Account, Discovery, OrganizationsSource
+from jobwatch.errors import ConfigError
 from jobwatch.metrics import (
     DiscoveryCollector,
+    EndedJobs,
     ExpositionRegistry,
     Family,
     JobwatchCollector,
+    Selection,
     ShardCollector,
     _number,
     _TableCollector,
@@ -366,3 +371,164 @@ async def test_metrics_endpoint_serves_the_fast_text() -> None:
 )
 def test_number_text_is_prometheus_clients(value: float) -> None:
     assert _number(value) == floatToGoString(value)
+
+
+SELECTIONS = st.builds(
+    Selection,
+    allow=st.lists(st.sampled_from(["s3batch_*", "*_total", "jobwatch_target_*", "*info"]))
+    .map(tuple)
+    .filter(lambda a: len(a) < 3),
+    deny=st.lists(st.sampled_from(["s3batch_job_t*", "jobwatch_events", "*_seconds", "zz*"])).map(
+        tuple
+    ),
+    ended_jobs=st.sampled_from(["all", "failed", "none"]),
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(states(), SELECTIONS, st.data())
+def test_writer_keeps_lines_across_scrapes_and_stays_generate_latest(
+    state: tuple[Store, tuple[str, ...], str], selection: Selection, data: st.DataObject
+) -> None:
+    """Scrape, change the store as polls do (jobs kept as the same object, replaced,
+    dropped, added; targets relabelled, added and removed), scrape again."""
+    store, names, version = state
+    collector = JobwatchCollector(store, names, version, selection)
+    assert written(collector) == generate_latest(collector)
+    for ts in list(store.targets.values()):
+        if ts.jobs is not None:
+            kept = {}
+            for jid, t in ts.jobs.items():
+                how = data.draw(st.sampled_from(["same", "copy", "flag", "new", "drop"]))
+                if how == "same":
+                    kept[jid] = t
+                elif how == "copy":  # equal, but another object
+                    kept[jid] = TrackedJob(**_fields(t))
+                elif how == "flag":
+                    kept[jid] = TrackedJob(**{**_fields(t), "stalled": not t.stalled})
+                elif how == "new":
+                    kept[jid] = data.draw(tracked())
+            for t in data.draw(st.lists(tracked(), max_size=3)):
+                kept.setdefault(t.job.job_id, t)
+            ts.jobs = kept  # a new snapshot, as record_success sets it
+        if data.draw(st.booleans()):
+            ts.target = Target(ts.target.account_id, ts.target.region, (("env", "other"),))
+    if data.draw(st.booleans()):
+        store.remove(next(iter(store.targets)))
+    store.add(Target("999999999999", "us-east-1"))
+    assert written(collector) == generate_latest(collector)
+    assert written(collector) == generate_latest(collector)  # all from the kept lines
+
+
+def _fields(t: TrackedJob) -> dict[str, Any]:
+    return {f: getattr(t, f) for f in t.__dataclass_fields__}
+
+
+def _selected_state() -> Store:
+    store = Store([Target("111111111111", "us-east-1")])
+    jobs = {}
+    for status in ("Active", "Complete", "Failed", "Cancelled", "Suspended", "SomeNewStatus"):
+        job = Job.make(job_id=f"job-{status}", status=status, creation_time=1.7e9)
+        jobs[job.job_id] = TrackedJob(job, 1.7e9, 1.7e9, 1.7e9)
+    store.targets[("111111111111", "us-east-1")].jobs = jobs
+    return store
+
+
+@pytest.mark.parametrize(
+    ("ended_jobs", "shown"),
+    [
+        ("all", {"Active", "Complete", "Failed", "Cancelled", "Suspended", "SomeNewStatus"}),
+        ("failed", {"Active", "Failed", "Suspended", "SomeNewStatus"}),
+        ("none", {"Active", "Suspended", "SomeNewStatus"}),
+    ],
+)
+def test_ended_jobs_setting_hides_per_job_series_but_not_the_counts(
+    ended_jobs: EndedJobs, shown: set[str]
+) -> None:
+    store = _selected_state()
+    collector = JobwatchCollector(store, (), "", Selection(ended_jobs=ended_jobs))
+    registry = make_registry(collector)
+    for status in ("Active", "Complete", "Failed", "Cancelled", "Suspended", "SomeNewStatus"):
+        labels = {"aws_account_id": "111111111111", "aws_region": "us-east-1"}
+        per_job = registry.get_sample_value(
+            "s3batch_job_status", {**labels, "job_id": f"job-{status}", "status": status}
+        )
+        assert per_job == (1.0 if status in shown else None), status
+        assert registry.get_sample_value("s3batch_jobs", {**labels, "status": status}) == 1.0
+    assert written(collector) == generate_latest(collector)
+
+
+def test_allow_and_deny_pick_families_by_glob() -> None:
+    store = _selected_state()
+    selection = Selection(allow=("s3batch_*", "jobwatch_events_total"), deny=("*_timestamp_*",))
+    collector = JobwatchCollector(store, (), "", selection)
+    text = written(collector).decode()
+    assert text == generate_latest(collector).decode()
+    families = {line.split()[2] for line in text.splitlines() if line.startswith("# TYPE")}
+    assert families == {
+        "s3batch_job_status",
+        "s3batch_job_info",
+        "s3batch_job_tasks",
+        "s3batch_job_tasks_succeeded",
+        "s3batch_job_tasks_failed",
+        "s3batch_job_task_failure_ratio",
+        "s3batch_job_active_seconds",
+        "s3batch_job_stalled",
+        "s3batch_job_status_overdue",
+        "s3batch_jobs",
+        "jobwatch_events_total",  # a counter matches with its _total
+    }
+    nothing = JobwatchCollector(store, (), "", Selection(deny=("*",)))
+    assert written(nothing) == generate_latest(nothing) == b""
+
+
+def test_selection_rejects_a_pattern_that_matches_no_family() -> None:
+    Selection(allow=("s3batch_*", "process_*"), deny=("jobwatch_shard_*",)).check()
+    with pytest.raises(ConfigError) as caught:
+        Selection(allow=("s3batch_*",), deny=("s3batch_job_staled", "nope*")).check()
+    problems = caught.value.problems
+    assert problems[0].startswith("metrics.deny[0]: 's3batch_job_staled' matches no metric family")
+    assert "s3batch_job_stalled" in problems[0]  # the valid names are listed
+    assert problems[1].startswith("metrics.deny[1]: 'nope*'")
+    assert len(problems) == 2
+
+
+async def test_metrics_config_reaches_the_endpoint() -> None:
+    scenario: dict[str, Any] = {
+        "accounts": [
+            {
+                "id": "111111111111",
+                "regions": ["us-east-1"],
+                "jobs": [
+                    {"id": "long-1", "tasks": 100_000, "rate": 10},
+                    {"id": "short-1", "tasks": 10, "rate": 10},
+                ],
+            }
+        ]
+    }
+    config = {"metrics": {"deny": ["process_*", "s3batch_job_info"], "ended_jobs": "none"}}
+    async with running(scenario, config) as w:
+        await w.app.poll_all_once()
+        await w.step(30)
+        await w.app.poll_all_once()
+        port = await w.app.serve_http("127.0.0.1:0")
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"http://127.0.0.1:{port}/metrics") as r,
+        ):
+            text = await r.text()
+    where = 'aws_account_id="111111111111",aws_region="us-east-1"'
+    assert f's3batch_job_status{{{where},job_id="long-1",status="Active"}} 1.0' in text
+    assert 'job_id="short-1"' not in text  # ended: no per-job series with ended_jobs: none
+    assert f's3batch_jobs{{{where},status="Complete"}} 1.0' in text
+    assert "s3batch_job_info" not in text
+    assert "process_" not in text
+    assert f"jobwatch_target_up{{{where}}} 1.0" in text
+
+
+def test_app_refuses_a_family_pattern_that_matches_nothing() -> None:
+    config = Config.model_validate(
+        {"targets": [{"account_id": "111111111111"}], "metrics": {"allow": ["s3batch_job_sttus"]}}
+    )
+    with pytest.raises(ConfigError, match=r"metrics\.allow\[0\]: 's3batch_job_sttus'"):
+        App(config)

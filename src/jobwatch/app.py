@@ -39,7 +39,9 @@ from jobwatch.metrics import (
     DiscoveryCollector,
     JobwatchCollector,
     PushCollector,
+    Selection,
     ShardCollector,
+    filtered,
     make_registry,
     share_cpu_turns,
 )
@@ -85,6 +87,14 @@ def policy_from_config(config: Config) -> DiffPolicy:
         task_failure_min_tasks=config.stall.task_failure_min_tasks,
         terminal_retention=config.terminal_retention,
     )
+
+
+def selection_from_config(config: Config) -> Selection:
+    """What ``/metrics`` shows (``metrics:``); a pattern matching no family is a ConfigError."""
+    shown = config.metrics
+    selection = Selection(tuple(shown.allow), tuple(shown.deny), shown.ended_jobs)
+    selection.check()
+    return selection
 
 
 def settings_from_config(config: Config) -> PollSettings:
@@ -141,14 +151,17 @@ class App:
                 cache_path_for(config.state_file) if config.state_file is not None else None,
             )
         self.store = Store(())
-        self.collector = JobwatchCollector(self.store, config.label_names, __version__)
+        selection = selection_from_config(config)
+        self.collector = JobwatchCollector(self.store, config.label_names, __version__, selection)
         self.registry: CollectorRegistry = make_registry(self.collector)
         self._candidates = 0
-        self.registry.register(ShardCollector(self.shard, lambda: self._candidates))
+        self.registry.register(ShardCollector(self.shard, lambda: self._candidates, selection))
         #: The poll loops, one per target.
         self.supervisor = Supervisor(self.store, self._make_poller, self._register)
         if self.discovery is not None:
-            self.registry.register(DiscoveryCollector(self.discovery, self.supervisor.changes))
+            self.registry.register(
+                DiscoveryCollector(self.discovery, self.supervisor.changes, selection)
+            )
         #: The push fast path (docs/push.md), with a ``push:`` section.
         self.push: PushConsumer | None = None
         if config.push is not None:
@@ -161,8 +174,8 @@ class App:
                 dead_letter_interval=config.push.dead_letter_interval,
                 rng=self.rng,
             )
-            self.registry.register(PushCollector(self.push.stats))
-        ProcessCollector(registry=self.registry)
+            self.registry.register(PushCollector(self.push.stats, selection))
+        self.registry.register(filtered(ProcessCollector(registry=None), selection))
         self.stop_event = asyncio.Event()
         self.http_port: int | None = None
         self.committer: Committer | None = None

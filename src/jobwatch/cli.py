@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from jobwatch import __version__
-from jobwatch.app import App
+from jobwatch.app import App, selection_from_config
 from jobwatch.config import Config, load_config
 from jobwatch.duration import parse_duration
 from jobwatch.errors import ConfigError
@@ -55,6 +55,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_check_config(args: argparse.Namespace, out: TextIO) -> int:
     config = load_config(args.config)
+    try:
+        selection_from_config(config)
+    except ConfigError as e:
+        raise ConfigError(e.problems, str(args.config)) from None
     total = args.total_shards if args.total_shards is not None else config.shard.total
     shard: Shard | None = None
     pod = args.pod or os.environ.get("POD_NAME")

@@ -33,6 +33,7 @@ __all__ = [
     "Config",
     "Defaults",
     "DiscoveryConfig",
+    "MetricsConfig",
     "PushConfig",
     "PushQueueConfig",
     "RetryConfig",
@@ -491,6 +492,29 @@ def default_jitter(interval: float) -> float:
     return min(interval / 10, MAX_DEFAULT_JITTER)
 
 
+class MetricsConfig(_Model):
+    """What ``/metrics`` shows; see docs/metrics.md#cardinality and docs/scaling.md.
+
+    ``allow`` and ``deny`` are globs over family names (``s3batch_job_*``);
+    ``ended_jobs`` says which ended jobs keep their per-job series.
+    """
+
+    allow: list[str] = Field(default_factory=list)
+    deny: list[str] = Field(default_factory=list)
+    ended_jobs: Literal["all", "failed", "none"] = "all"
+
+    @field_validator("allow", "deny")
+    @classmethod
+    def _globs(cls, v: list[str]) -> list[str]:
+        for pattern in v:
+            if not re.fullmatch(r"[a-zA-Z_:*?\[\]!0-9-]+", pattern):
+                raise ValueError(
+                    f"{pattern!r} is not a metric family name or a glob of one "
+                    "(letters, digits, _ and the wildcards * ? [...]), e.g. s3batch_job_*"
+                )
+        return v
+
+
 class Config(_Model):
     interval: Duration = 60.0
     #: Default: :func:`default_jitter` of ``interval``.
@@ -511,6 +535,7 @@ class Config(_Model):
     targets: list[AccountConfig] = Field(default_factory=list)
     discovery: DiscoveryConfig | None = None
     shard: ShardConfig = Field(default_factory=ShardConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     push: PushConfig | None = None
 
     @field_validator("interval", "timeout", "resync_interval")

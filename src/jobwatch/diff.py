@@ -183,6 +183,10 @@ def _evaluate(t: TrackedJob, now: float, policy: DiffPolicy, changes: list[Chang
 
 def _update(prev: TrackedJob, job: Job, now: float, changes: list[Change]) -> TrackedJob:
     old = prev.job
+    if job == old:
+        # The same object for a job that did not change: /metrics keeps its
+        # rendered lines by it, and an unchanged job costs no allocation.
+        return prev
     status_since = prev.status_since
     last_progress = prev.last_progress_at
     if job.status != old.status:

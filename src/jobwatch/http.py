@@ -16,6 +16,7 @@ import binascii
 import hashlib
 import hmac
 import json
+import re
 import time
 from collections.abc import Awaitable, Callable
 
@@ -29,7 +30,7 @@ from jobwatch.state import Store
 from jobwatch.statuspage import render_status_page
 from jobwatch.views import JobQuery, QueryError, dumps, query_jobs, targets_document
 
-__all__ = ["CONTENT_TYPE", "KEEPALIVE_TIMEOUT", "create_http_app"]
+__all__ = ["CONTENT_TYPE", "KEEPALIVE_TIMEOUT", "create_http_app", "wants_gzip"]
 
 _MAX_REQUEST_BYTES = 8 * 1024
 KEEPALIVE_TIMEOUT = 15.0
@@ -46,6 +47,49 @@ _PAGE_HEADERS = {
     "Cache-Control": "no-store",
 }
 _Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _qvalue(params: list[str]) -> float | None:
+    """An element's weight (RFC 9110 12.4.2): 1 without ``q``, None if it is malformed."""
+    q = 1.0
+    for param in params:
+        name, sep, value = param.partition("=")
+        if name.strip().lower() != "q":
+            continue
+        value = value.strip()
+        # qvalue = ( "0" [ "." 0*3DIGIT ] ) / ( "1" [ "." 0*3("0") ] )
+        if not sep or not re.fullmatch(r"0(\.\d{0,3})?|1(\.0{0,3})?", value):
+            return None
+        q = float(value)
+    return q
+
+
+def wants_gzip(accept_encoding: str | None) -> bool:
+    """Whether a response may, and should, be gzipped for this ``Accept-Encoding``.
+
+    By RFC 9110 12.5.3: a coding with ``q=0`` is refused, ``*`` stands for the
+    codings not named, ``x-gzip`` is ``gzip``, names are case-insensitive. gzip
+    is chosen when it is acceptable and the client does not weigh ``identity``
+    (named, or through ``*``) above it. No header, or an empty one: identity.
+    A malformed element is ignored, as if it were not there.
+    """
+    if not accept_encoding:
+        return False
+    weights: dict[str, float] = {}
+    for element in accept_encoding.split(","):
+        coding, *params = element.split(";")
+        coding = coding.strip().lower()
+        q = _qvalue(params)
+        if not coding or q is None:
+            continue
+        if coding == "x-gzip":
+            coding = "gzip"
+        weights[coding] = max(q, weights.get(coding, 0.0))
+    star = weights.get("*")
+    gzip = weights.get("gzip", star if star is not None else 0.0)
+    # identity is acceptable unless refused; named (or through *) it competes with gzip.
+    identity = weights.get("identity", star if star is not None else 0.0)
+    return gzip > 0 and gzip >= identity
 
 
 class _BasicAuth:
@@ -111,7 +155,7 @@ def create_http_app(
     async def metrics(request: web.Request) -> web.StreamResponse:
         # generate_latest's bytes (gzipped at level 1 if asked), written from the
         # state in slices that leave the loop to the polls (docs/performance.md).
-        compress = "gzip" in request.headers.get("Accept-Encoding", "")
+        compress = wants_gzip(request.headers.get("Accept-Encoding"))
         body = await exposition_async(registry, gzip=compress)
         headers = {"Content-Type": CONTENT_TYPE}
         if compress:

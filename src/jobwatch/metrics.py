@@ -24,9 +24,10 @@ from collections import Counter
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 from itertools import chain, compress, repeat
 from threading import Lock
-from typing import Any, ClassVar, Generic, NamedTuple, Protocol, TypeVar, cast
+from typing import Any, ClassVar, Generic, Literal, NamedTuple, Protocol, TypeVar, cast
 
 from prometheus_client import generate_latest
 from prometheus_client.core import (
@@ -39,34 +40,41 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
 
 from jobwatch.diff import TrackedJob
-from jobwatch.model import KNOWN_STATUSES
+from jobwatch.errors import ConfigError
+from jobwatch.model import KNOWN_STATUSES, TERMINAL_STATUSES
 from jobwatch.push import LAG_BUCKETS, MESSAGE_RESULTS, TRANSITION_PATHS, PushStats
 from jobwatch.shard import Shard
 from jobwatch.state import FULL_LISTING_REASONS, POLL_DURATION_BUCKETS, Store
 
 __all__ = [
     "DISCOVERY_FAMILIES",
+    "FAMILY_TABLES",
     "JOB_FAMILIES",
+    "PROCESS_COLLECTOR_FAMILIES",
     "PROCESS_FAMILIES",
     "PUSH_FAMILIES",
     "SHARD_FAMILIES",
     "TARGET_FAMILIES",
     "DiscoveryCollector",
     "DiscoveryState",
+    "EndedJobs",
     "ExpositionRegistry",
     "Family",
     "Histogram",
     "JobFamily",
     "JobwatchCollector",
     "PushCollector",
+    "Selection",
     "ShardCollector",
     "exposition_async",
+    "filtered",
     "make_registry",
     "share_cpu_turns",
 ]
 
 S = TypeVar("S")
 T = TypeVar("T")
+F = TypeVar("F", bound="JobFamily | Family[Any] | Histogram[Any]")
 #: A sample: its label values (in the family's ``labels`` order) and its value.
 Sample = tuple[tuple[str, ...], float]
 
@@ -513,14 +521,110 @@ PUSH_FAMILIES: tuple[Family[_PushView] | Histogram[_PushView], ...] = (
     ),
 )
 _LAG_BOUNDS = (*(str(float(b)) for b in LAG_BUCKETS), "+Inf")
+#: Every table of families, for the names ``metrics.allow`` and ``metrics.deny`` may use.
+#: A new table goes here (and its collector takes a :class:`Selection`).
+FAMILY_TABLES: tuple[Sequence[JobFamily | Family[Any] | Histogram[Any]], ...] = (
+    JOB_FAMILIES,
+    TARGET_FAMILIES,
+    PROCESS_FAMILIES,
+    SHARD_FAMILIES,
+    DISCOVERY_FAMILIES,
+    PUSH_FAMILIES,
+)
+#: prometheus_client's ProcessCollector, which ``App`` registers too: (name, type).
+PROCESS_COLLECTOR_FAMILIES = (
+    ("process_virtual_memory_bytes", "gauge"),
+    ("process_resident_memory_bytes", "gauge"),
+    ("process_start_time_seconds", "gauge"),
+    ("process_cpu_seconds", "counter"),
+    ("process_open_fds", "gauge"),
+    ("process_max_fds", "gauge"),
+)
+#: Which ended jobs keep their per-job series (``metrics.ended_jobs``).
+EndedJobs = Literal["all", "failed", "none"]
+
+
+def _ended_shown(ended_jobs: EndedJobs) -> Callable[[TrackedJob], bool] | None:
+    if ended_jobs == "failed":
+        return lambda t: t.job.status not in TERMINAL_STATUSES or t.job.status == "Failed"
+    if ended_jobs == "none":
+        return lambda t: t.job.status not in TERMINAL_STATUSES
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    """What ``/metrics`` shows: the families (``metrics.allow``, ``metrics.deny``) and
+    which ended jobs keep per-job series (``metrics.ended_jobs``).
+
+    ``allow`` and ``deny`` are shell-style globs over family names (a counter's
+    also match with ``_total``); an empty ``allow`` allows every family, and
+    ``deny`` wins. ``s3batch_jobs`` counts every tracked job whatever ``ended_jobs`` says.
+    """
+
+    allow: tuple[str, ...] = ()
+    deny: tuple[str, ...] = ()
+    ended_jobs: EndedJobs = "all"
+
+    def allows(self, name: str, kind: str = "gauge") -> bool:
+        def matches(pattern: str) -> bool:
+            return fnmatchcase(name, pattern) or (
+                kind == "counter" and fnmatchcase(f"{name}_total", pattern)
+            )
+
+        if self.allow and not any(map(matches, self.allow)):
+            return False
+        return not any(map(matches, self.deny))
+
+    def pick(self, families: Sequence[F]) -> tuple[F, ...]:
+        """The families of a table this selection shows, in the table's order."""
+        return tuple(f for f in families if self.allows(f.name, f.kind))
+
+    @property
+    def shows_job(self) -> Callable[[TrackedJob], bool] | None:
+        """Whether a tracked job has per-job series (None: every one has)."""
+        return _ended_shown(self.ended_jobs)
+
+    def check(self) -> None:
+        """Raise :class:`ConfigError` for a pattern that matches no family (a typo, surely)."""
+        known = [(f.name, f.kind) for table in FAMILY_TABLES for f in table]
+        known += PROCESS_COLLECTOR_FAMILIES
+        problems = []
+        for key, patterns in (("allow", self.allow), ("deny", self.deny)):
+            for i, pattern in enumerate(patterns):
+                if not any(Selection(allow=(pattern,)).allows(n, k) for n, k in known):
+                    problems.append(
+                        f"metrics.{key}[{i}]: {pattern!r} matches no metric family; "
+                        f"the families are: {', '.join(n for n, _ in known)}"
+                    )
+        if problems:
+            raise ConfigError(problems)
+
+
+class _Filtered(Collector):
+    """Another collector's families, those a :class:`Selection` allows."""
+
+    def __init__(self, collector: Collector, selection: Selection) -> None:
+        self._collector = collector
+        self._selection = selection
+
+    def collect(self) -> Iterator[Metric]:
+        for metric in self._collector.collect():
+            if self._selection.allows(metric.name, metric.type):
+                yield metric
+
+
+def filtered(collector: Collector, selection: Selection) -> Collector:
+    """``collector`` showing only the families ``selection`` allows (for prometheus_client's)."""
+    if not selection.allow and not selection.deny:
+        return collector
+    return _Filtered(collector, selection)
+
 
 #: The labels every per-target and per-job series starts with (then the configured ones).
 _TARGET_LABELS = ("aws_account_id", "aws_region")
 #: The label per-job series add; the first of their label slots.
 _JOB_ID = "job_id"
-#: Each per-job family's name as shown, and its label slots: job_id, then its own labels.
-_JOB_NAMES = [f.name for f in JOB_FAMILIES]
-_JOB_SLOTS = [(_JOB_ID, *f.label_names) for f in JOB_FAMILIES]
 #: How long the asynchronous writer holds the event loop at a time.
 SLICE_SECONDS = 0.01
 #: Jobs written between two chances to pause.
@@ -764,25 +868,34 @@ def _sample_lines(
 
 
 class _JobLines:
-    """The per-job families' lines, written a batch of a few hundred jobs at a time.
+    """The per-job families' lines of jobs not rendered before, a batch of a few hundred at a time.
 
     A batch takes the jobs of consecutive targets until it is full (a big
     target's in several batches), so a family costs one pass per batch however
     few jobs each target has. Per family and batch: the family's values, then
     a column per piece of text (the line's labels, cut around the slots: job_id,
-    then the family's labels) joined line by line.
+    then the family's labels) joined line by line. Each job's lines (one per
+    family, ``""`` where it has no series) go into the ``into`` mapping given
+    with it, under its id.
     """
 
-    def __init__(self, numbers: _Numbers, escaped: _Escaped) -> None:
-        #: The lines of each family of :data:`JOB_FAMILIES`.
-        self.out: list[list[str]] = [[] for _ in JOB_FAMILIES]
+    def __init__(self, families: Sequence[JobFamily], numbers: _Numbers, escaped: _Escaped) -> None:
         self.size = 0
+        self._families = families
+        self._names = [f.name for f in families]
+        self._slots = [(_JOB_ID, *f.label_names) for f in families]
         self._numbers = numbers
         self._escaped = escaped
-        self._batch: list[tuple[_LabelSet, Sequence[str], Sequence[TrackedJob]]] = []
+        self._batch: list[tuple[_LabelSet, Sequence[str], Sequence[TrackedJob], _JobRows]] = []
 
-    def add(self, labels: _LabelSet, ids: Sequence[str], tracked: Sequence[TrackedJob]) -> None:
-        self._batch.append((labels, ids, tracked))
+    def add(
+        self,
+        labels: _LabelSet,
+        ids: Sequence[str],
+        tracked: Sequence[TrackedJob],
+        into: _JobRows,
+    ) -> None:
+        self._batch.append((labels, ids, tracked, into))
         self.size += len(ids)
 
     def write(self) -> None:
@@ -795,23 +908,23 @@ class _JobLines:
         # Job ids hardly ever need escaping: check before calling.
         ids = [
             _escape(j) if "\\" in j or "\n" in j or '"' in j else j
-            for _, some, _ in batch
+            for _, some, _, _ in batch
             for j in some
         ]
-        tracked = [t for _, _, some in batch for t in some] if len(batch) > 1 else batch[0][2]
+        tracked = [t for _, _, some, _ in batch for t in some] if len(batch) > 1 else batch[0][2]
         total = len(ids)
         # Per slots: each piece of text, one for the batch or one per job.
         pieces: dict[tuple[str, ...], list[str | list[str]]] = {}
         orders: dict[tuple[str, ...], list[int]] = {}
-        for slots in _JOB_SLOTS:
+        for slots in self._slots:
             if slots in pieces:
                 continue
-            shapes = [labels.shape(slots) for labels, _, _ in batch]
+            shapes = [labels.shape(slots) for labels, _, _, _ in batch]
             orders[slots] = shapes[0].order
             if len(batch) == 1:
                 pieces[slots] = list(shapes[0].pieces)
                 continue
-            counts = [len(some) for _, some, _ in batch]
+            counts = [len(some) for _, some, _, _ in batch]
             pieces[slots] = [
                 list(
                     chain.from_iterable(
@@ -820,9 +933,8 @@ class _JobLines:
                 )
                 for k in range(len(shapes[0].pieces))
             ]
-        for family, name, slots, lines in zip(
-            JOB_FAMILIES, _JOB_NAMES, _JOB_SLOTS, self.out, strict=True
-        ):
+        columns: list[list[str]] = []
+        for family, name, slots in zip(self._families, self._names, self._slots, strict=True):
             keep = None
             if family.values is None:
                 texts = ["1.0"] * total
@@ -843,7 +955,20 @@ class _JobLines:
             if keep is not None:
                 slot_columns = [compress(c, keep) for c in slot_columns]
                 piece_columns = [compress(c, keep) for c in piece_columns]
-            lines += _joined(name, piece_columns, orders[slots], slot_columns, texts)
+            lines = list(_joined(name, piece_columns, orders[slots], slot_columns, texts))
+            if keep is not None:
+                some_lines = iter(lines)
+                lines = [next(some_lines) if k else "" for k in keep]
+            columns.append(lines)
+        rows = iter(zip(*columns, strict=True)) if columns else repeat(())
+        for _, some, jobs, into in batch:
+            for job_id, t, row in zip(some, jobs, rows, strict=False):
+                into[job_id] = (t, row)
+
+
+#: A target's rendered jobs: by job id, the tracked job the lines were written
+#: from and its lines, one per per-job family ("" where it has no series).
+_JobRows = dict[str, tuple[TrackedJob, tuple[str, ...]]]
 
 
 # --------------------------------------------------------------------------- collectors
@@ -873,13 +998,33 @@ class JobwatchCollector(Collector):
     :meth:`collect` is the reference rendering; :meth:`exposition_chunks`
     writes the same text straight from the store, many times faster, for
     ``/metrics`` (tests/test_perf_metrics.py holds the two to the same bytes).
+    ``selection`` says which families, and which ended jobs' series, are shown.
+
+    The writer keeps each job's lines between scrapes, under the ``TrackedJob``
+    they were written from, and writes again only the jobs whose ``TrackedJob``
+    is another object: snapshots are replaced whole, never edited, and the diff
+    keeps the object of a job that did not change. So a per-job family's
+    values and labels must depend on its ``TrackedJob`` alone.
     """
 
-    def __init__(self, store: Store, label_names: Sequence[str] = (), version: str = "") -> None:
+    def __init__(
+        self,
+        store: Store,
+        label_names: Sequence[str] = (),
+        version: str = "",
+        selection: Selection | None = None,
+    ) -> None:
         self._store = store
         self._extra = tuple(label_names)
         self._target_labels = (*_TARGET_LABELS, *self._extra)
         self._version = version
+        self._selection = selection = selection or Selection()
+        self._job_families = selection.pick(JOB_FAMILIES)
+        self._target_families = selection.pick(TARGET_FAMILIES)
+        self._process_families = selection.pick(PROCESS_FAMILIES)
+        self._shows_job = selection.shows_job
+        #: By target (its labels): the lines of its jobs at the last scrape.
+        self._rendered: dict[tuple[tuple[str, str], ...], _JobRows] = {}
 
     def _snapshot(self) -> _StoreView:
         store = self._store
@@ -926,25 +1071,26 @@ class JobwatchCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         snap = self._snapshot()
         names = self._target_labels
-        per_job = [_metric(f, [*names, _JOB_ID, *f.label_names]) for f in JOB_FAMILIES]
-        per_target = [_metric(f, [*names, *f.labels]) for f in TARGET_FAMILIES]
+        shown = self._shows_job
+        per_job = [_metric(f, [*names, _JOB_ID, *f.label_names]) for f in self._job_families]
+        per_target = [_metric(f, [*names, *f.labels]) for f in self._target_families]
         for view in snap.targets:
             fixed = [value for _, value in view.fixed]
-            jobs = view.jobs or {}
+            jobs = {jid: t for jid, t in (view.jobs or {}).items() if shown is None or shown(t)}
             tracked = list(jobs.values())
-            for job_family, metric in zip(JOB_FAMILIES, per_job, strict=True):
+            for job_family, metric in zip(self._job_families, per_job, strict=True):
                 read = job_family.values
                 values = [1.0] * len(tracked) if read is None else read(tracked)
                 extra = _label_rows(job_family, tracked)
                 for job_id, value, labels in zip(jobs, values, extra, strict=True):
                     if value is not None:
                         metric.add_metric([*fixed, job_id, *labels], float(value))
-            for family, metric in zip(TARGET_FAMILIES, per_target, strict=True):
+            for family, metric in zip(self._target_families, per_target, strict=True):
                 for labels, n in family.read(view):
                     metric.add_metric([*fixed, *labels], float(n))
         yield from per_job
         yield from per_target
-        yield from _collected(PROCESS_FAMILIES, snap)
+        yield from _collected(self._process_families, snap)
 
     async def exposition_chunks(self, slice_seconds: float = SLICE_SECONDS) -> list[bytes]:
         """``generate_latest(self)``, byte for byte, giving the loop a turn every ``slice_seconds``.
@@ -956,38 +1102,64 @@ class JobwatchCollector(Collector):
         """
         return await _written(self._lines(self._snapshot()), slice_seconds)
 
-    @staticmethod
-    def _lines(snap: _StoreView) -> Generator[None, None, list[str]]:
+    def _lines(self, snap: _StoreView) -> Generator[None, None, list[str]]:
         numbers = _Numbers()
         escaped = _Escaped()
-        per_job = _JobLines(numbers, escaped)
-        per_target: list[list[str]] = [[] for _ in TARGET_FAMILIES]
-        names = [_shown(f) for f in TARGET_FAMILIES]
+        job_families = self._job_families
+        shown = self._shows_job
+        per_job = _JobLines(job_families, numbers, escaped)
+        target_families = self._target_families
+        per_target: list[list[str]] = [[] for _ in target_families]
+        names = [_shown(f) for f in target_families]
         layout = _Layout(snap.target_labels)
+        before = self._rendered
+        rendered: dict[tuple[tuple[str, str], ...], _JobRows] = {}
         for view in snap.targets:
             yield
             labels = layout.labels([value for _, value in view.fixed])
-            if view.jobs:
-                ids = list(view.jobs)
-                tracked = list(view.jobs.values())
-                for start in range(0, len(ids), _JOB_STEP):
-                    end = start + _JOB_STEP
-                    per_job.add(labels, ids[start:end], tracked[start:end])
+            if view.jobs and job_families:
+                old = before.get(view.fixed, {})
+                rows: _JobRows = {}
+                rendered[view.fixed] = rows
+                items = list(view.jobs.items())
+                for start in range(0, len(items), _JOB_STEP):
+                    ids: list[str] = []
+                    tracked: list[TrackedJob] = []
+                    for jid, t in items[start : start + _JOB_STEP]:
+                        if shown is not None and not shown(t):
+                            continue
+                        row = old.get(jid)
+                        if row is not None and row[0] is t:
+                            rows[jid] = row
+                        else:
+                            rows[jid] = (t, ())  # its place in the order; lines below
+                            ids.append(jid)
+                            tracked.append(t)
+                    if ids:
+                        per_job.add(labels, ids, tracked, rows)
                     if per_job.size >= _JOB_STEP:
                         per_job.write()
-                        yield
-            for family, name, lines in zip(TARGET_FAMILIES, names, per_target, strict=True):
+                    yield
+            for family, name, lines in zip(target_families, names, per_target, strict=True):
                 lines += _sample_lines(family, name, labels, view, numbers, escaped)
         per_job.write()
+        # Kept only once complete: a scrape cancelled half-way leaves the last one's.
+        self._rendered = rendered
         out: list[str] = []
-        for job_family, lines in zip(JOB_FAMILIES, per_job.out, strict=True):
+        for k, job_family in enumerate(job_families):
             out.append(_header(job_family))
-            out += lines
-        for family, lines in zip(TARGET_FAMILIES, per_target, strict=True):
+            taken = 0
+            for rows in rendered.values():
+                out += [row[k] for _, row in rows.values()]
+                taken += len(rows)
+                if taken >= _JOIN_STEP:
+                    taken = 0
+                    yield
+        for family, lines in zip(target_families, per_target, strict=True):
             out.append(_header(family))
             out += lines
         unlabelled = _Layout(()).labels(())
-        for process_family in PROCESS_FAMILIES:
+        for process_family in self._process_families:
             out.append(_header(process_family))
             if isinstance(process_family, Histogram):
                 out += _histogram_lines(process_family, snap, numbers)
@@ -1000,8 +1172,13 @@ class JobwatchCollector(Collector):
 class _TableCollector(Collector, Generic[S]):
     """Families read from one small state object, taken at each rendering."""
 
-    def __init__(self, families: Sequence[Family[S] | Histogram[S]], read: Callable[[], S]) -> None:
-        self._families = families
+    def __init__(
+        self,
+        families: Sequence[Family[S] | Histogram[S]],
+        read: Callable[[], S],
+        selection: Selection | None = None,
+    ) -> None:
+        self._families = (selection or Selection()).pick(families)
         self._read = read
 
     def collect(self) -> Iterator[Metric]:
@@ -1030,9 +1207,13 @@ class ShardCollector(_TableCollector[_ShardView]):
     discovered), so ``sum(jobwatch_targets)`` across shards can be checked against it.
     """
 
-    def __init__(self, shard: Shard, candidates: Callable[[], int]) -> None:
+    def __init__(
+        self, shard: Shard, candidates: Callable[[], int], selection: Selection | None = None
+    ) -> None:
         super().__init__(
-            SHARD_FAMILIES, lambda: _ShardView(shard.ordinal, shard.total, candidates())
+            SHARD_FAMILIES,
+            lambda: _ShardView(shard.ordinal, shard.total, candidates()),
+            selection,
         )
 
 
@@ -1040,15 +1221,20 @@ class DiscoveryCollector(_TableCollector[_DiscoveryView]):
     """:data:`DISCOVERY_FAMILIES`: account discovery's health, read from ``discovery``,
     and ``target_changes`` (kept by :class:`jobwatch.supervisor.Supervisor`)."""
 
-    def __init__(self, discovery: DiscoveryState, target_changes: Mapping[str, int]) -> None:
+    def __init__(
+        self,
+        discovery: DiscoveryState,
+        target_changes: Mapping[str, int],
+        selection: Selection | None = None,
+    ) -> None:
         view = _DiscoveryView(discovery, target_changes)
-        super().__init__(DISCOVERY_FAMILIES, lambda: view)
+        super().__init__(DISCOVERY_FAMILIES, lambda: view, selection)
 
 
 class PushCollector(_TableCollector[_PushView]):
     """:data:`PUSH_FAMILIES`: the push consumer's messages, lag and queues (``push.PushStats``)."""
 
-    def __init__(self, stats: PushStats) -> None:
+    def __init__(self, stats: PushStats, selection: Selection | None = None) -> None:
         def read() -> _PushView:
             cumulative = []
             running = 0
@@ -1066,7 +1252,7 @@ class PushCollector(_TableCollector[_PushView]):
                 ],
             )
 
-        super().__init__(PUSH_FAMILIES, read)
+        super().__init__(PUSH_FAMILIES, read, selection)
 
 
 # --------------------------------------------------------------------------- the registry
