@@ -6,10 +6,14 @@ import asyncio
 import gc
 import os
 import signal
+from collections.abc import Callable
 
 import pytest
 from aiohttp import ClientSession
 
+from jobwatch.app import App
+from jobwatch.config import Config
+from jobwatch.model import Account
 from jobwatch.serve import SignalHandler, capture_signals, gc_tuned, serve
 from tests.helpers import running
 
@@ -73,3 +77,24 @@ async def test_serve_runs_the_app_until_asked_to_stop(stop: str) -> None:
         await asyncio.wait_for(task, 10)
         assert w.app.stop_event.is_set()
         assert signal.getsignal(signal.SIGINT) is before
+
+
+class _Interrupted(BaseException):
+    """Not an Exception: nothing in start() may swallow it."""
+
+
+class _InterruptingAccounts:
+    """An AccountSource whose listing is interrupted, as a KeyboardInterrupt would be."""
+
+    async def fetch(self, want_tags: Callable[[Account], bool]) -> list[Account]:
+        raise _Interrupted
+
+
+async def test_a_failed_start_closes_what_it_opened() -> None:
+    config = Config.model_validate({"discovery": {}, "endpoint_url": "http://127.0.0.1:9"})
+    app = App(config, account_source=_InterruptingAccounts())
+    with pytest.raises(_Interrupted):
+        await app.start()  # the client pool was opened before discovery ran
+    assert app.source is not None
+    assert not app._stack._exit_callbacks  # everything opened was closed again
+    assert app.targets == []
