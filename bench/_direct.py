@@ -68,7 +68,14 @@ def write(store: Store, label_names: Sequence[str], collector: Any) -> bytes:
     per_job("s3batch_job_status", lambda t: ([("status", t.job.status)], 1.0))
     per_job(
         "s3batch_job_info",
-        lambda t: ([("operation", t.job.operation), ("priority", str(t.job.priority))], 1.0),
+        lambda t: (
+            [
+                ("operation", t.job.operation),
+                ("priority", str(t.job.priority)),
+                ("failure_code", t.failure_code),
+            ],
+            1.0,
+        ),
     )
     per_job("s3batch_job_tasks", lambda t: ([], t.job.tasks_total))
     per_job("s3batch_job_tasks_succeeded", lambda t: ([], t.job.tasks_succeeded))

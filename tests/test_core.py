@@ -263,7 +263,13 @@ async def test_unknown_status_and_operation_are_exported_and_logged_once() -> No
             == 1
         )
         assert (
-            w.sample("s3batch_job_info", **labels, operation="S3FutureOperation", priority="10")
+            w.sample(
+                "s3batch_job_info",
+                **labels,
+                operation="S3FutureOperation",
+                priority="10",
+                failure_code="",
+            )
             == 1
         )
         assert w.sample("jobwatch_unknown_values_total", field="status") == 1

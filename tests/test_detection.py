@@ -80,6 +80,18 @@ async def test_jobs_that_live_and_end_between_two_polls_are_reported_at_the_next
         ]
         assert failed["report"]["bucket"] == "arn:aws:s3:::reports"
         assert failed["console_url"].endswith(f"/s3/jobs/short-fail?region={R}")
+        # The failure code reaches the metrics (and through them the alert's text).
+        info = {"aws_account_id": A, "aws_region": R, "job_id": "short-fail"}
+        assert (
+            w.sample(
+                "s3batch_job_info",
+                **info,
+                operation="S3PutObjectTagging",
+                priority="10",
+                failure_code="ManifestNotFound",
+            )
+            == 1
+        )
         # Cheap: the running jobs, one small page of recently ended ones, and one
         # DescribeJob for the failure's detail.
         assert w.sim.request_count("ListJobs", account=A) == 2

@@ -65,7 +65,7 @@
             |||
               max without (%(without)s) (
                 (%(status)s == 1)
-                * ignoring (status, operation, priority) group_left (operation)
+                * ignoring (status, operation, priority, failure_code) group_left (operation, failure_code)
                 %(info)s
               )
             ||| % {
@@ -75,7 +75,7 @@
             },
             {
               summary: 'S3 Batch Operations job {{ $labels.job_id }} failed in account {{ $labels.aws_account_id }}, region {{ $labels.aws_region }}',
-              description: 'Job {{ $labels.job_id }} ({{ $labels.operation }}) in account {{ $labels.aws_account_id }}, region {{ $labels.aws_region }} ended with status Failed. The alert resolves when the job ages out of jobwatch (terminal_retention), %s later.' % human(c.keepFiringFor),
+              description: 'Job {{ $labels.job_id }} ({{ $labels.operation }}) in account {{ $labels.aws_account_id }}, region {{ $labels.aws_region }} ended with status Failed{{ with $labels.failure_code }} ({{ . }}){{ end }}. The alert resolves when the job ages out of jobwatch (terminal_retention), %s later.' % human(c.keepFiringFor),
             },
             keep=true,
           ),
@@ -85,7 +85,7 @@
             |||
               max without (%(without)s) (
                 (%(stalled)s == 1)
-                * ignoring (operation, priority) group_left (operation)
+                * ignoring (operation, priority, failure_code) group_left (operation)
                 %(info)s
               )
             ||| % { without: without, stalled: m('s3batch_job_stalled'), info: m('s3batch_job_info') },

@@ -172,7 +172,7 @@
           ),
         ]),
         table(9, 'Stalled jobs now', 'Active jobs with no task progress for stall.no_progress.', [12, 13, 12, 8],
-              '(%s == 1) * ignoring (operation, priority) group_left (operation) %s' % [s('s3batch_job_stalled'), s('s3batch_job_info')],
+              '(%s == 1) * ignoring (operation, priority, failure_code) group_left (operation) %s' % [s('s3batch_job_stalled'), s('s3batch_job_info')],
               { id: 'organize', options: { excludeByName: { Time: true, Value: true, __name__: true }, indexByName: {}, renameByName: {} } }),
         panel(10, 'bargauge', 'Progress of active jobs', "Share of each Active job's tasks that have run (succeeded or failed).", [0, 21, 12, 9], [
           target(

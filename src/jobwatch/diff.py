@@ -78,6 +78,8 @@ class TrackedJob:
     stalled: bool = False
     overdue: bool = False
     ratio_exceeded: bool = False
+    #: The first failure reason's code, once DescribeJob told it (Failed jobs only).
+    failure_code: str = ""
 
     @property
     def ended_at(self) -> float | None:

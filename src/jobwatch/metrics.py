@@ -263,6 +263,7 @@ JOB_FAMILIES: tuple[JobFamily, ...] = (
         labels=(
             ("operation", lambda jobs: [t.job.operation for t in jobs]),
             ("priority", lambda jobs: [str(t.job.priority) for t in jobs]),
+            ("failure_code", lambda jobs: [t.failure_code for t in jobs]),
         ),
     ),
     JobFamily(

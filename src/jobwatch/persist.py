@@ -81,16 +81,20 @@ def _encode_job(t: TrackedJob) -> list[Any]:
         t.status_since,
         t.last_progress_at,
         int(t.stalled) | int(t.overdue) << 1 | int(t.ratio_exceeded) << 2,
+        t.failure_code,
     ]
 
 
 def _decode_job(row: list[Any]) -> TrackedJob:
     n = len(_JOB_FIELDS)
-    if len(row) != n + 4:
+    # Rows written before failure codes were kept have no code.
+    if len(row) == n + 4:
+        row = [*row, ""]
+    if len(row) != n + 5:
         raise ValueError("job row of the wrong length")
     fields = dict(zip(_JOB_FIELDS, row[:n], strict=True))
     job = Job.make(**fields)
-    first_seen, since, progress, flags = row[n:]
+    first_seen, since, progress, flags, code = row[n:]
     return TrackedJob(
         job=job,
         first_seen=float(first_seen),
@@ -99,6 +103,7 @@ def _decode_job(row: list[Any]) -> TrackedJob:
         stalled=bool(flags & 1),
         overdue=bool(flags & 2),
         ratio_exceeded=bool(flags & 4),
+        failure_code=str(code),
     )
 
 

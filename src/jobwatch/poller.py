@@ -14,7 +14,7 @@ import functools
 import random
 from collections import Counter
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from jobwatch.clock import Clock
@@ -202,6 +202,7 @@ class TargetPoller:
             (c, details.get(c.job.job_id) if c.kind == "job_failed" else None)
             for c in result.changes
         ]
+        _keep_failure_codes(result.jobs, out)
         return out, result.jobs, full
 
     async def _incremental(
@@ -286,11 +287,15 @@ class TargetPoller:
             current = self._store.targets.get(self.target.key)
             if current is None or current.jobs is not previous:
                 return "failed"  # the target left or was reset meanwhile: leave it to the polls
+            detail = found if isinstance(found, JobDetail) else None
+            _keep_failure_codes(
+                result.jobs,
+                [(c, detail if c.kind == "job_failed" else None) for c in result.changes],
+            )
             self._store.replace_jobs(self.target.key, result.jobs)
             if not result.changes:
                 return "confirmed"
             self._store.count_events(Counter(c.kind for c in result.changes))
-            detail = found if isinstance(found, JobDetail) else None
             if detail is not None and any(c.kind == "job_failed" for c in result.changes):
                 self._store.remember_details(self.target.key, [detail])
             self.looking = True
@@ -317,6 +322,16 @@ class TargetPoller:
                 and self._store.note_unknown("operation", job.operation)
             ):
                 self._log.warning("unknown_value_seen", field="operation", value=job.operation[:64])
+
+
+def _keep_failure_codes(
+    jobs: dict[str, TrackedJob], changes: list[tuple[Change, JobDetail | None]]
+) -> None:
+    """Put each newly failed job's first failure code on its tracked job (for alerts)."""
+    for change, detail in changes:
+        tracked = jobs.get(change.job.job_id)
+        if change.kind == "job_failed" and detail and detail.failure_reasons and tracked:
+            jobs[change.job.job_id] = replace(tracked, failure_code=detail.failure_reasons[0].code)
 
 
 async def _wait(clock: Clock, stop: asyncio.Event, seconds: float) -> bool:

@@ -231,6 +231,8 @@ def group(size: int) -> dict[str, Any]:
             "aws_region": region,
             "job_id": f"job-{n:02d}",
             "operation": "S3PutObjectCopy",
+            # The first job's failure code is known (DescribeJob answered); not the rest.
+            **({"failure_code": "ManifestNotFound"} if n == 0 else {}),
         }
         annotations = {
             "summary": f"S3 Batch Operations job job-{n:02d} failed in account 111111111111, "
@@ -249,7 +251,7 @@ def group(size: int) -> dict[str, Any]:
                 "fingerprint": f"{n:016x}",
             }
         )
-    common = {k: v for k, v in alerts[0]["labels"].items() if k != "job_id"}
+    common = {k: v for k, v in alerts[0]["labels"].items() if k not in ("job_id", "failure_code")}
     if size > 1:
         common = {k: v for k, v in common.items() if k not in ("aws_region",)}
     return {
@@ -298,7 +300,7 @@ def test_every_receiver_field_renders_non_blank(
     assert "<no value>" not in text, text
     if field.endswith((".description", ".text", ".alerts")):
         # Lists name the jobs (with account and region) and count what they leave out.
-        for name in ("job-00", "111111111111", "us-east-1"):
+        for name in ("job-00", "111111111111", "us-east-1", "ManifestNotFound"):
             assert name in text, text
         if size == 2:
             assert "job-01" in text, text
