@@ -194,6 +194,7 @@ def boto3_loop(spec: Mapping[str, Any]) -> dict[str, Any]:
     import boto3
 
     from jobwatch.aws import strip_account_host_prefix
+    from jobwatch.poller import TERMINAL_LIST
 
     targets = _targets(spec)
     clients: dict[str, Any] = {}
@@ -225,7 +226,7 @@ def boto3_loop(spec: Mapping[str, Any]) -> dict[str, Any]:
                     clients[region].list_jobs(
                         AccountId=account,
                         MaxResults=25,
-                        JobStatuses=["Complete", "Failed", "Cancelled"],
+                        JobStatuses=list(TERMINAL_LIST),
                     )
         passes.append({"cpu": span.cpu, "wall": span.wall, "jobs": jobs})
     return {"passes": passes, "targets": len(targets)}
@@ -411,17 +412,7 @@ async def _jobwatch(spec: Mapping[str, Any]) -> dict[str, Any]:
         _settle_gc()
         if spec.get("http"):
             port = await app.serve_http("127.0.0.1:0")
-            scraper = await asyncio.create_subprocess_exec(
-                sys.executable,
-                str(h.RUN_PY),
-                "--role",
-                "probe",
-                "--spec",
-                json.dumps({"url": f"http://127.0.0.1:{port}", **spec["http"]}),
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                env=h.child_env(),
-            )
+            scraper = await _start_scraper(port, spec["http"])
             probe = LagProbe()
             timer = CallbackTimer()
         for i, step in enumerate(spec["plan"]):
@@ -516,6 +507,21 @@ async def _idle_scrapes(app: Any, count: int = 5) -> float:
                 await resp.read()
             walls.append(time.perf_counter() - started)
     return h.median(walls)
+
+
+async def _start_scraper(port: int, http: Mapping[str, Any]) -> asyncio.subprocess.Process:
+    """The probe process that scrapes the daemon on ``port`` from outside (``role_probe``)."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(h.RUN_PY),
+        "--role",
+        "probe",
+        "--spec",
+        json.dumps({"url": f"http://127.0.0.1:{port}", **http}),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        env=h.child_env(),
+    )
 
 
 def _settle_gc() -> None:
@@ -672,17 +678,7 @@ async def _daemon(spec: Mapping[str, Any]) -> dict[str, Any]:
     await app.start()
     port = await app.serve_http("127.0.0.1:0")
     _settle_gc()
-    scraper = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(h.RUN_PY),
-        "--role",
-        "probe",
-        "--spec",
-        json.dumps({"url": f"http://127.0.0.1:{port}", **spec["http"]}),
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        env=h.child_env(),
-    )
+    scraper = await _start_scraper(port, spec["http"])
     probe, timer, gc_timer = LagProbe(), CallbackTimer(), GcTimer()
     probe.start()
     timer.start()
