@@ -623,6 +623,7 @@ def deep_size(roots: Iterable[object]) -> int:
 async def _memory(spec: Mapping[str, Any]) -> dict[str, Any]:
     from jobwatch.app import App
     from jobwatch.clock import ManualClock
+    from jobwatch.diff import Differ, DiffPolicy
     from jobwatch.log import configure_logging
 
     configure_logging("info", "json", stream=sys.stdout)
@@ -634,7 +635,7 @@ async def _memory(spec: Mapping[str, Any]) -> dict[str, Any]:
         assert app.source is not None
         for region in _regions(_targets(spec)):
             target = next(t for t in app.targets if t.region == region)
-            await app.source.list_jobs(target, ["Failed"])
+            await app.source.list_jobs(target, ["Failed"], Differ(None, 0.0, DiffPolicy()))
         gc.collect()
         rss0 = h.rss_bytes()
         await app.poll_all_once()

@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from jobwatch.diff import DiffPolicy, TrackedJob, departed, diff
+from jobwatch.diff import Differ, DiffPolicy, TrackedJob, diff
 from jobwatch.model import KNOWN_STATUSES, Job
 
 T0 = 1_800_000_000.0
@@ -248,7 +248,70 @@ def test_incremental_listing_keeps_missing_jobs_unless_gone() -> None:
 
 def test_departed_lists_only_non_terminal_jobs_missing_from_listing() -> None:
     snap = diff({}, [job("a"), job("b"), job("c", "Complete")], T0, POLICY, complete=True).jobs
-    assert departed(snap, [job("a")]) == ["b"]
+    differ = Differ(snap, T0 + 60, POLICY)
+    assert differ.departed() == ["a", "b"]
+    differ.add([job("a")])
+    assert differ.departed() == ["b"]
+    differ.add([job("b", "Complete")])
+    assert differ.departed() == []
+
+
+def _paging_case() -> tuple[dict[str, TrackedJob], list[Job]]:
+    """A snapshot and a listing with one of everything the diff tells apart."""
+    snap = diff(
+        {},
+        [
+            job("same", tasks_total=10),
+            job("moves", tasks_total=10),
+            job("fails"),
+            job("unlisted"),
+            job("old-done", "Complete", termination_time=T0 - 86000),
+            job("stalls", tasks_succeeded=1),
+        ],
+        T0 - 700,
+        POLICY,
+        complete=True,
+    ).jobs
+    listing = [
+        job("same", tasks_total=10),
+        job("moves", tasks_total=10, tasks_succeeded=4),
+        job("fails", "Failed"),
+        job("new"),
+        job("new-failed", "Failed"),
+        job("history", "Complete", termination_time=T0 - 90000),
+        job("stalls", tasks_succeeded=1),
+        job("same", "Paused"),  # listed twice: the first copy wins
+        job("old-done", "Complete", termination_time=T0 - 86000),
+    ]
+    return snap, listing
+
+
+@pytest.mark.parametrize("complete", [True, False])
+def test_a_listing_fed_page_by_page_diffs_as_a_whole(complete: bool) -> None:
+    snap, listing = _paging_case()
+    whole = diff(snap, listing, T0 + 200, POLICY, complete=complete, gone={"unlisted"})
+    assert len(whole.changes) >= 6  # the case has something in each rule
+    # Every way to cut the listing in three pages, empty pages included.
+    for i, j in itertools.combinations_with_replacement(range(len(listing) + 1), 2):
+        differ = Differ(snap, T0 + 200, POLICY)
+        for page in (listing[:i], listing[i:j], listing[j:]):
+            differ.add(page)
+        assert differ.listed == len(listing)
+        paged = differ.finish(complete=complete, gone={"unlisted"})
+        assert paged.changes == whole.changes, (i, j)
+        assert paged.jobs == whole.jobs, (i, j)
+
+
+def test_a_restarted_listing_forgets_its_earlier_pages() -> None:
+    snap, listing = _paging_case()
+    differ = Differ(snap, T0 + 200, POLICY)
+    # A first attempt saw other versions of the jobs, then its token expired.
+    differ.add([job("same", "Cancelled"), job("new", "Failed")])
+    differ.restart()
+    assert differ.listed == 0
+    for page in (listing[:4], listing[4:]):
+        differ.add(page)
+    assert differ.finish(complete=True) == diff(snap, listing, T0 + 200, POLICY, complete=True)
 
 
 def test_terminal_jobs_leave_after_retention() -> None:

@@ -23,7 +23,7 @@ from jobwatch.events import EventRecord
 from jobwatch.model import Job, JobDetail, Target
 from jobwatch.poller import PollSettings, TargetPoller
 from jobwatch.simulator import FaultSpec
-from jobwatch.source import JobSource
+from jobwatch.source import JobSource, PageSink
 from jobwatch.state import TargetState
 from jobwatch.testing import FakeClock, MemorySink
 from tests.helpers import World, running
@@ -52,16 +52,17 @@ class SlowSource:
     #: Raised by the next listing instead of answering (a bug in one poll).
     crash: BaseException | None = None
 
-    async def list_jobs(self, target: Target, statuses: Sequence[str] | None) -> list[Job]:
+    async def list_jobs(
+        self, target: Target, statuses: Sequence[str] | None, into: PageSink
+    ) -> None:
         if self.crash is not None:
             crash, self.crash = self.crash, None
             raise crash
-        jobs = await self.inner.list_jobs(target, statuses)
+        await self.inner.list_jobs(target, statuses, into)
         if self.takes:
             self.clock.advance(self.takes.pop(0))
         if self.during is not None:
             self.during()
-        return jobs
 
     async def describe_job(self, target: Target, job_id: str) -> JobDetail:
         return await self.inner.describe_job(target, job_id)

@@ -35,9 +35,9 @@ __all__ = [
     "Change",
     "DiffPolicy",
     "DiffResult",
+    "Differ",
     "EventKind",
     "TrackedJob",
-    "departed",
     "diff",
 ]
 
@@ -107,18 +107,6 @@ class Change:
 class DiffResult:
     jobs: dict[str, TrackedJob]
     changes: list[Change]
-
-
-def departed(previous: Mapping[str, TrackedJob], listing: Iterable[Job]) -> list[str]:
-    """Tracked jobs in a listed non-terminal status, missing from an incremental listing.
-
-    They have most likely ended; the caller asks DescribeJob for each and feeds
-    the answers back into :func:`diff` (or names them in ``gone``).
-    """
-    listed = {j.job_id for j in listing}
-    # A status jobwatch cannot name in a JobStatuses filter (one AWS added later)
-    # is never in an incremental listing: such a job waits for the next full one.
-    return [jid for jid, t in previous.items() if t.job.status in _LISTED and jid not in listed]
 
 
 def _first_seen(job: Job, now: float) -> TrackedJob:
@@ -215,6 +203,100 @@ def _update(prev: TrackedJob, job: Job, now: float, changes: list[Change]) -> Tr
     return replace(prev, job=job, status_since=status_since, last_progress_at=last_progress)
 
 
+class Differ:
+    """:func:`diff` a page at a time: a listing's jobs need not all be alive at once.
+
+    :meth:`add` each page as it arrives, then :meth:`finish` once the listing is
+    done. A job that did not change keeps its tracked object and the listed copy
+    is dropped with its page, so a listing of 100,000 jobs holds a page of them,
+    not all of them, while its requests are in flight (what the garbage
+    collector walks; docs/performance.md). ``Differ(p, now, policy)`` fed every
+    job of ``listing`` gives exactly ``diff(p, listing, now, policy, ...)``.
+    """
+
+    __slots__ = ("_baseline", "_changes", "_now", "_out", "_policy", "_prev", "listed")
+
+    def __init__(
+        self, previous: Mapping[str, TrackedJob] | None, now: float, policy: DiffPolicy
+    ) -> None:
+        self._baseline = previous is None
+        self._prev: Mapping[str, TrackedJob] = previous or {}
+        self._now = now
+        self._policy = policy
+        self._out: dict[str, TrackedJob] = {}
+        self._changes: list[Change] = []
+        #: Jobs added so far, duplicates included.
+        self.listed = 0
+
+    def restart(self) -> None:
+        """Forget the pages added so far (the listing starts again from its first page)."""
+        self._out = {}
+        self._changes = []
+        self.listed = 0
+
+    def add(self, listing: Iterable[Job]) -> None:
+        """Diff the next jobs of the listing (a page) against the previous snapshot."""
+        prev = self._prev
+        out = self._out
+        changes = self._changes
+        now = self._now
+        policy = self._policy
+        retention = policy.terminal_retention
+        baseline = self._baseline
+        listed = 0
+        for job in listing:
+            listed += 1
+            if job.job_id in out:
+                continue  # AWS listed it twice (pages shifting): the first copy wins
+            old = prev.get(job.job_id)
+            if old is None:
+                if job.terminal and _ended_long_ago(job, now, retention):
+                    continue
+                tracked = _first_seen(job, now)
+                if not baseline:
+                    changes.append(Change("job_discovered", job))
+                if job.status == "Failed":
+                    changes.append(Change("job_failed", job))
+            else:
+                tracked = _update(old, job, now, changes)
+            out[job.job_id] = _evaluate(tracked, now, policy, changes)
+        self.listed += listed
+
+    def departed(self) -> list[str]:
+        """Tracked jobs in a listed non-terminal status that no page added so far has.
+
+        What :func:`departed` tells of an incremental listing, without keeping it.
+        """
+        out = self._out
+        return [jid for jid, t in self._prev.items() if t.job.status in _LISTED and jid not in out]
+
+    def finish(self, *, complete: bool, gone: Collection[str] = ()) -> DiffResult:
+        """The new snapshot and every change, once the listing's last page was added.
+
+        ``complete`` and ``gone`` as for :func:`diff`. The differ is spent after it.
+        """
+        now = self._now
+        policy = self._policy
+        out = self._out
+        changes = self._changes
+        retention = policy.terminal_retention
+        for jid, old in self._prev.items():
+            if jid in out:
+                continue
+            if complete or jid in gone:
+                changes.append(Change("job_aged_out", old.job, aged_out_reason="unlisted"))
+                continue
+            out[jid] = _evaluate(old, now, policy, changes)
+
+        for jid in [j for j, t in out.items() if t.job.terminal]:
+            ended = out[jid].ended_at
+            if ended is not None and now - ended > retention:
+                changes.append(
+                    Change("job_aged_out", out.pop(jid).job, aged_out_reason="retention")
+                )
+        return DiffResult(jobs=out, changes=changes)
+
+
 def diff(
     previous: Mapping[str, TrackedJob] | None,
     listing: Iterable[Job],
@@ -229,41 +311,9 @@ def diff(
     ``previous`` is ``None`` on a target's first poll (baseline). ``complete``
     says the listing holds every job AWS lists (a full listing); otherwise tracked
     jobs missing from it are kept as they were. ``gone`` names tracked jobs AWS
-    no longer knows (DescribeJob said NotFound).
+    no longer knows (DescribeJob said NotFound). :class:`Differ` does the same a
+    page at a time.
     """
-    baseline = previous is None
-    prev: Mapping[str, TrackedJob] = previous or {}
-    changes: list[Change] = []
-    out: dict[str, TrackedJob] = {}
-    retention = policy.terminal_retention
-
-    for job in listing:
-        if job.job_id in out:
-            continue  # AWS listed it twice (pages shifting): the first copy wins
-        old = prev.get(job.job_id)
-        if old is None:
-            if job.terminal and _ended_long_ago(job, now, retention):
-                continue
-            tracked = _first_seen(job, now)
-            if not baseline:
-                changes.append(Change("job_discovered", job))
-            if job.status == "Failed":
-                changes.append(Change("job_failed", job))
-        else:
-            tracked = _update(old, job, now, changes)
-        out[job.job_id] = _evaluate(tracked, now, policy, changes)
-
-    for jid, old in prev.items():
-        if jid in out:
-            continue
-        if complete or jid in gone:
-            changes.append(Change("job_aged_out", old.job, aged_out_reason="unlisted"))
-            continue
-        out[jid] = _evaluate(old, now, policy, changes)
-
-    for jid in [j for j, t in out.items() if t.job.terminal]:
-        ended = out[jid].ended_at
-        if ended is not None and now - ended > retention:
-            changes.append(Change("job_aged_out", out.pop(jid).job, aged_out_reason="retention"))
-
-    return DiffResult(jobs=out, changes=changes)
+    differ = Differ(previous, now, policy)
+    differ.add(listing)
+    return differ.finish(complete=complete, gone=gone)

@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from jobwatch.clock import Clock
-from jobwatch.diff import Change, DiffPolicy, TrackedJob, departed, diff
+from jobwatch.diff import Change, Differ, DiffPolicy, TrackedJob, diff
 from jobwatch.errors import SourceError
 from jobwatch.events import Event, EventRecord
 from jobwatch.log import get_logger
@@ -180,14 +180,17 @@ class TargetPoller:
         (None: incremental); the reason it really did, if it changed its mind, is returned."""
         details: dict[str, JobDetail] = {}
         gone: set[str] = set()
-        listing: list[Job] = []
+        differ = None
         if full is None and previous is not None:
-            listing, full = await self._incremental(previous, since, details, gone)
-        if full is not None:
-            listing = await self._source.list_jobs(self.target, None)
-            self._store[self.target.key].last_full_size = len(listing)
-        self._note_unknown(listing)
-        result = diff(previous, listing, now, self._policy, complete=full is not None, gone=gone)
+            differ, full = await self._incremental(previous, now, since, details, gone)
+        if full is not None or differ is None:
+            full = full or "baseline"
+            # Every status, page by page into a new differ (an incremental
+            # listing that gave up on itself is dropped).
+            differ = Differ(previous, now, self._policy)
+            await self._source.list_jobs(self.target, None, _Feed(differ, self._note_unknown))
+            self._store[self.target.key].last_full_size = differ.listed
+        result = differ.finish(complete=full is not None, gone=gone)
         # A failure's detail (reasons, report) comes from DescribeJob: ask for
         # every failed job at once, each within the shared concurrency limit.
         wanted = [
@@ -208,10 +211,11 @@ class TargetPoller:
     async def _incremental(
         self,
         previous: dict[str, TrackedJob],
+        now: float,
         since: float,
         details: dict[str, JobDetail],
         gone: set[str],
-    ) -> tuple[list[Job], str | None]:
+    ) -> tuple[Differ, str | None]:
         """The calls of an incremental poll, or the reason to list every status instead.
 
         Lists the non-terminal jobs, then the jobs that ended and were created
@@ -219,28 +223,32 @@ class TargetPoller:
         asks DescribeJob about tracked jobs that left the non-terminal set, or
         lists everything when that is cheaper.
         """
-        listing = await self._source.list_jobs(self.target, NON_TERMINAL_STATUSES)
+        differ = Differ(previous, now, self._policy)
+        feed = _Feed(differ, self._note_unknown)
+        await self._source.list_jobs(self.target, NON_TERMINAL_STATUSES, feed)
         recent = await self._source.list_recent(self.target, TERMINAL_LIST, since)
         if recent is None:
             log = self._log.warning if not self._order_warned else self._log.info
             self._order_warned = True
             log("listing_order_unexpected", fallback="full_listing")
-            return listing, "order"
-        listed = {j.job_id for j in listing}
-        listing += [j for j in recent if j.job_id not in listed]
-        missing = departed(previous, listing)
+            return differ, "order"
+        # A job in both listings (it ended between the two calls): the first copy wins.
+        feed.add(recent)
+        missing = differ.departed()
         pages = max(1, -(-self._store[self.target.key].last_full_size // FULL_PAGE_SIZE))
         if len(missing) > max(MIN_DESCRIBES, DESCRIBES_PER_PAGE * pages):
-            return listing, "departed"
+            return differ, "departed"
         # Jobs that left the non-terminal set have (most likely) ended:
         # DescribeJob tells how, without listing 90 days of history.
+        described: list[Job] = []
         for job_id, detail in zip(missing, await self._describe_all(missing), strict=True):
             if isinstance(detail, JobDetail):
                 details[job_id] = detail
-                listing.append(detail.job)
+                described.append(detail.job)
             elif detail == "gone":
                 gone.add(job_id)
-        return listing, None
+        feed.add(described)
+        return differ, None
 
     async def _describe_all(self, job_ids: list[str]) -> list[JobDetail | str | None]:
         """DescribeJob for each of ``job_ids`` concurrently (the source bounds how many)."""
@@ -322,6 +330,24 @@ class TargetPoller:
                 and self._store.note_unknown("operation", job.operation)
             ):
                 self._log.warning("unknown_value_seen", field="operation", value=job.operation[:64])
+
+
+class _Feed:
+    """A listing's pages into a :class:`Differ`, each job's status and operation
+    checked on the way (:meth:`TargetPoller._note_unknown`)."""
+
+    __slots__ = ("_differ", "_note")
+
+    def __init__(self, differ: Differ, note: Callable[[list[Job]], None]) -> None:
+        self._differ = differ
+        self._note = note
+
+    def add(self, jobs: list[Job]) -> None:
+        self._note(jobs)
+        self._differ.add(jobs)
+
+    def restart(self) -> None:
+        self._differ.restart()
 
 
 def _keep_failure_codes(

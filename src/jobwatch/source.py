@@ -24,7 +24,7 @@ from jobwatch.model import FailureReason, Job, JobDetail, ReportLocation, Target
 from jobwatch.ratelimit import AccountRateLimiter
 from jobwatch.turns import BIG_PAGE
 
-__all__ = ["JobSource", "S3ControlJobSource", "job_from_api"]
+__all__ = ["JobSource", "PageSink", "S3ControlJobSource", "job_from_api"]
 
 _log = get_logger("jobwatch.source")
 PAGE_SIZE = 1000
@@ -34,9 +34,24 @@ RECENT_PAGE_SIZE = 25
 TOKEN_RESTARTS = 3
 
 
+class PageSink(Protocol):
+    """Where a listing's pages go as they arrive (:class:`jobwatch.diff.Differ` is one)."""
+
+    def add(self, jobs: list[Job]) -> None:
+        """The next page's jobs."""
+        ...
+
+    def restart(self) -> None:
+        """The listing starts again from its first page: forget the pages added so far."""
+        ...
+
+
 class JobSource(Protocol):
-    async def list_jobs(self, target: Target, statuses: Sequence[str] | None) -> list[Job]:
-        """Every job of ``target`` (with one of ``statuses``, or all when ``None``)."""
+    async def list_jobs(
+        self, target: Target, statuses: Sequence[str] | None, into: PageSink
+    ) -> None:
+        """Every job of ``target`` (with one of ``statuses``, or all when ``None``),
+        handed to ``into`` a page at a time as each page arrives."""
         ...
 
     async def describe_job(self, target: Target, job_id: str) -> JobDetail:
@@ -199,13 +214,16 @@ class S3ControlJobSource:
             raise SourceError(target.account_id, target.region, operation, "InvalidResponse", "")
         return result
 
-    async def list_jobs(self, target: Target, statuses: Sequence[str] | None) -> list[Job]:
+    async def list_jobs(
+        self, target: Target, statuses: Sequence[str] | None, into: PageSink
+    ) -> None:
         for restart in range(TOKEN_RESTARTS + 1):
             try:
-                return await self._list_once(target, statuses)
+                return await self._list_once(target, statuses, into)
             except SourceError as e:
                 if not e.invalid_token or restart == TOKEN_RESTARTS:
                     raise
+                into.restart()
                 _log.warning(
                     "listing_restarted",
                     aws_account_id=target.account_id,
@@ -214,8 +232,9 @@ class S3ControlJobSource:
                 )
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _list_once(self, target: Target, statuses: Sequence[str] | None) -> list[Job]:
-        jobs: list[Job] = []
+    async def _list_once(
+        self, target: Target, statuses: Sequence[str] | None, into: PageSink
+    ) -> None:
         token: str | None = None
         seen_tokens: set[str] = set()
         while True:
@@ -226,17 +245,18 @@ class S3ControlJobSource:
                 kwargs["NextToken"] = token
             page = await self._call(target, "ListJobs", **kwargs)
             entries = page.get("Jobs") or ()
+            # Each page goes to ``into`` before the next request: its jobs (and
+            # the page's dicts) die young instead of reaching the garbage
+            # collector's old generation with the rest of a long listing.
             if isinstance(entries, list) and len(entries) > BIG_PAGE:
                 async with self._pool.turns.turn():
-                    self._add_jobs(target, entries, jobs)
+                    into.add(self._jobs(target, entries))
             else:
-                self._add_jobs(target, entries, jobs)
+                into.add(self._jobs(target, entries))
             token = page.get("NextToken") or None
-            # A page is thousands of dicts: let them go now rather than after the
-            # next request, so they never reach the collector's old generation.
             del page, entries
             if token is None:
-                return jobs
+                return
             if token in seen_tokens:
                 raise SourceError(
                     target.account_id,
@@ -261,8 +281,7 @@ class S3ControlJobSource:
             if token:
                 kwargs["NextToken"] = token
             page = await self._call(target, "ListJobs", **kwargs)
-            found: list[Job] = []
-            self._add_jobs(target, page.get("Jobs") or (), found)
+            found = self._jobs(target, page.get("Jobs") or ())
             # The whole page is checked before any of it is used: in another
             # order, the first old job would end the listing too early.
             for job in found:
@@ -276,7 +295,8 @@ class S3ControlJobSource:
                 return jobs
 
     @staticmethod
-    def _add_jobs(target: Target, entries: Any, jobs: list[Job]) -> None:
+    def _jobs(target: Target, entries: Any) -> list[Job]:
+        jobs: list[Job] = []
         for entry in entries:
             try:
                 jobs.append(job_from_api(entry))
@@ -287,6 +307,7 @@ class S3ControlJobSource:
                     aws_region=target.region,
                     reason=str(e),
                 )
+        return jobs
 
     async def describe_job(self, target: Target, job_id: str) -> JobDetail:
         page = await self._call(target, "DescribeJob", JobId=job_id)
