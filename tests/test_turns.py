@@ -116,3 +116,37 @@ async def test_an_error_in_a_step_frees_the_turn() -> None:
     async with asyncio.timeout(1):
         async with turns.hold():
             pass
+
+
+async def test_finishing_steps_go_before_new_work_but_after_a_hold() -> None:
+    turns = CpuTurns()
+    log: list[str] = []
+    release = asyncio.Event()
+
+    async def long_step() -> None:
+        async with turns.turn():
+            log.append("parse 1")
+            await release.wait()
+
+    async def step(name: str, finishing: bool = False) -> None:
+        async with turns.turn(finishing=finishing):
+            log.append(name)
+
+    async def scrape() -> None:
+        async with turns.hold():
+            log.append("scrape")
+
+    first = asyncio.create_task(long_step())
+    await asyncio.sleep(0)
+    # Queued in this order while the first step holds the turn.
+    queued = [
+        asyncio.create_task(step("parse 2")),
+        asyncio.create_task(step("convert 1", finishing=True)),
+        asyncio.create_task(scrape()),
+        asyncio.create_task(step("parse 3")),
+        asyncio.create_task(step("convert 2", finishing=True)),
+    ]
+    await asyncio.sleep(0)
+    release.set()
+    await asyncio.gather(first, *queued)
+    assert log == ["parse 1", "scrape", "convert 1", "convert 2", "parse 2", "parse 3"]

@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import platform
 import time
-import zlib
 from collections import Counter
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -29,6 +28,7 @@ from itertools import chain, compress, repeat
 from threading import Lock
 from typing import Any, ClassVar, Generic, Literal, NamedTuple, Protocol, TypeVar, cast
 
+from isal import isal_zlib
 from prometheus_client import generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -1290,9 +1290,9 @@ class ExpositionRegistry(CollectorRegistry):
     async def exposition_async(self, *, gzip: bool = False) -> bytes:
         """``generate_latest(self)`` (gzip-compressed if asked), letting the loop run meanwhile.
 
-        Compression is level 1, as Prometheus's Go client does: a third of the
-        CPU of level 6 for about 10% more bytes. It runs here, in slices, rather
-        than in a thread: on one core a thread only competes with the loop.
+        Compression is ISA-L's level 1 (:func:`_gzip_compressor`). It runs
+        here, in slices, rather than in a thread: on one core a thread only
+        competes with the loop.
         """
         async with self.turns.hold() if self.turns is not None else contextlib.nullcontext():
             if self.get_target_info() is not None:
@@ -1309,7 +1309,7 @@ class ExpositionRegistry(CollectorRegistry):
                         chunks.append(generate_latest(collector))
             if not gzip:
                 return b"".join(chunks)
-            compressor = zlib.compressobj(1, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+            compressor = _gzip_compressor()
             pause = _Pauser(SLICE_SECONDS)
             out = []
             for chunk in chunks:
@@ -1355,8 +1355,19 @@ async def exposition_async(registry: CollectorRegistry, *, gzip: bool = False) -
     return _gzip(body) if gzip else body
 
 
+def _gzip_compressor() -> isal_zlib.Compress:
+    """A gzip stream compressor for ``/metrics``: ISA-L (igzip) at level 1.
+
+    Same format as the standard library's ``zlib`` (any gzip reader takes it),
+    about 5x less CPU than zlib's fastest level on an exposition, and smaller
+    output: on 7.5 MB of per-job series, 11 ms and 1.6 MB against zlib level 1's
+    55 ms and 1.9 MB (docs/performance.md). Compression was most of a scrape's CPU.
+    """
+    return isal_zlib.compressobj(1, isal_zlib.DEFLATED, 16 + isal_zlib.MAX_WBITS)
+
+
 def _gzip(body: bytes) -> bytes:
-    compressor = zlib.compressobj(1, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    compressor = _gzip_compressor()
     return compressor.compress(body) + compressor.flush()
 
 

@@ -249,7 +249,7 @@ class S3ControlJobSource:
             # the page's dicts) die young instead of reaching the garbage
             # collector's old generation with the rest of a long listing.
             if isinstance(entries, list) and len(entries) > BIG_PAGE:
-                async with self._pool.turns.turn():
+                async with self._pool.turns.turn(finishing=True):
                     into.add(self._jobs(target, entries))
             else:
                 into.add(self._jobs(target, entries))

@@ -33,16 +33,24 @@ class CpuTurns:
     :meth:`hold` jumps the queue and keeps every turn until its block ends (the
     block gives the loop a turn now and then itself): ``/metrics`` rendering
     goes first, the polls' pages wait the few tens of milliseconds it takes.
+
+    ``turn(finishing=True)`` is for a step that completes work an earlier turn
+    started (a parsed page turned into jobs and diffed): it goes before steps
+    that start new work (parsing the next body), so a parsed page waits for one
+    turn at most instead of for every other target's parse. What waits between
+    the two steps is a page of dicts the garbage collector walks
+    (docs/performance.md).
     """
 
     def __init__(self) -> None:
         self._busy = False
         self._waiting: deque[asyncio.Future[None]] = deque()
+        self._finishing: deque[asyncio.Future[None]] = deque()
         self._urgent: deque[asyncio.Future[None]] = deque()
 
     @asynccontextmanager
-    async def turn(self) -> AsyncIterator[None]:
-        await self._acquire(self._waiting)
+    async def turn(self, *, finishing: bool = False) -> AsyncIterator[None]:
+        await self._acquire(self._finishing if finishing else self._waiting)
         try:
             yield
             await asyncio.sleep(0)
@@ -74,9 +82,9 @@ class CpuTurns:
             raise
 
     def _release(self) -> None:
-        # The turn passes straight to the next waiter (urgent ones first), so
-        # nobody can slip in between; with no one waiting it is free.
-        for queue in (self._urgent, self._waiting):
+        # The turn passes straight to the next waiter (urgent ones first, then
+        # finishing ones), so nobody can slip in between; with no one waiting it is free.
+        for queue in (self._urgent, self._finishing, self._waiting):
             while queue:
                 waiter = queue.popleft()
                 if not waiter.done():
