@@ -83,7 +83,9 @@ def role_probe(spec: Mapping[str, Any]) -> int:
         eof = loop.run_in_executor(None, sys.stdin.read)
         eof.add_done_callback(lambda _: stop.set())
         paths: dict[str, float] = spec["paths"]
-        out: dict[str, Any] = {p: {"latencies": [], "errors": 0, "bytes": 0} for p in paths}
+        out: dict[str, Any] = {
+            p: {"latencies": [], "errors": 0, "bytes": 0, "wire_bytes": 0} for p in paths
+        }
         # Prometheus asks for gzip; so does this scraper (unless told not to).
         headers = {"Accept-Encoding": "gzip" if spec.get("gzip", True) else "identity"}
         timeout = aiohttp.ClientTimeout(total=30)
@@ -100,7 +102,7 @@ def role_probe(spec: Mapping[str, Any]) -> int:
                 took = time.perf_counter() - started
                 if ok:
                     out[path]["latencies"].append(took)
-                    if not out[path]["bytes"]:  # sizes, once, after the clock stopped
+                    if len(body) > out[path]["wire_bytes"]:  # the largest, after the clock stopped
                         gzipped = resp.headers.get("Content-Encoding") == "gzip"
                         out[path]["wire_bytes"] = len(body)
                         out[path]["bytes"] = len(gzip.decompress(body) if gzipped else body)
@@ -629,7 +631,7 @@ def details(result: Mapping[str, Any]) -> str:
         m, hz, lag = s["scrapes"]["/metrics"], s["scrapes"]["/healthz"], s["loop_lag"]
         out.append(
             f"S4: {s['tracked_jobs']:,} tracked jobs, /metrics {m['bytes'] / 1e6:.1f} MB "
-            f"({m.get('wire_bytes', 0) / 1e6:.1f} MB gzipped) p50 {m['p50'] * 1000:.0f} ms "
+            f"({m['wire_bytes'] / 1e6:.1f} MB gzipped) p50 {m['p50'] * 1000:.0f} ms "
             f"p99 {m['p99'] * 1000:.0f} ms "
             f"({m['count']} scrapes; {s['idle_metrics_seconds'] * 1000:.0f} ms with no polls "
             f"running); /healthz p99 {hz['p99'] * 1000:.0f} ms; loop lag max "

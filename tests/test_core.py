@@ -331,6 +331,8 @@ async def test_listing_restarts_after_invalid_next_token() -> None:
         with capture_logs() as logs:
             await w.app.poll_all_once()
         assert len(w.tracked(A, "us-east-1")) == 2500
+        # The pages read before the restart were forgotten, not counted twice.
+        assert w.app.store[(A, "us-east-1")].last_full_size == 2500
         assert w.sample("jobwatch_target_up", aws_account_id=A, aws_region="us-east-1") == 1
         assert [e["event"] for e in logs if e["event"] == "listing_restarted"] == [
             "listing_restarted"
