@@ -126,16 +126,19 @@ class Simulator:
         elif account.access_denied is not False:
             self._denied.update((account.id, r) for r in account.access_denied)
         pending: dict[str, list[SimJob]] = {r: [] for r in regions}
+        #: Job ids in use per region, kept up to date job by job (rebuilding it
+        #: per job spec made loading a fleet of one-job specs quadratic).
+        taken: dict[str, set[str]] = {}
         for region in regions:
-            self._target(account.id, region)
+            taken[region] = set(self._target(account.id, region).by_id)
         for spec in account.jobs:
             region = spec.region or regions[0]
             target = self._targets[(account.id, region)]
-            taken = {j.job_id for j in pending[region]} | target.by_id.keys()
+            ids = taken.setdefault(region, set(target.by_id))
             for copy in range(spec.count):
-                job = self._build_job(account.id, region, spec, self.origin, target, copy, taken)
-                taken.add(job.job_id)
-                pending[region].append(job)
+                job = self._build_job(account.id, region, spec, self.origin, target, copy, ids)
+                ids.add(job.job_id)
+                pending.setdefault(region, []).append(job)
         for region, jobs in pending.items():
             self._targets[(account.id, region)].bulk_load(jobs)
 
