@@ -13,6 +13,8 @@
   local targetMatchers = ['aws_account_id=~"$account"', 'aws_region=~"$region"'],
   // metric{<fleet>, <extra>, <account and region>}
   local s(name, extra=[]) = name + '{' + join(fleetMatchers + extra + targetMatchers) + '}',
+  // A series of the jobwatch processes (no account or region): metric{<fleet>}.
+  local pushSeries(name) = name + '{' + join(fleetMatchers) + '}',
   local without = std.join(', ', c.instanceLabels),
   local joinOn = join([if c.showMultiCluster then c.clusterLabel else '', 'job', 'instance']),
 
@@ -246,6 +248,29 @@
           fieldConfig: { defaults: {}, overrides: [] },
           options: { reduceOptions: { calcs: ['lastNotNull'], fields: '', values: false }, textMode: 'name', colorMode: 'none', graphMode: 'none' },
         },
+        // Push (docs/push.md): empty unless push: is configured. Like the version
+        // above, the series name no target, so they are joined to the selected ones.
+        row(23, 'Push (EventBridge through SQS)', 65),
+        timeseries(24, 'Push messages', 'Queue messages per second by what became of them (jobwatch_push_messages_total): reported and confirmed looks, duplicates, unwatched, unparseable... Empty unless push: is configured.', [0, 66, 8, 8], [
+          target('A', 'sum by (result) (rate(%s[$__rate_interval]) and on (%s) %s)' % [pushSeries('jobwatch_push_messages_total'), joinOn, s('jobwatch_target_up')],
+                 '{{result}}'),
+        ], unit='reqps'),
+        timeseries(25, 'Transitions by who found them', 'Status transitions reported per second, by push or by polls (poll_unannounced: no event came for it). push / all is how much push covers.', [8, 66, 8, 8], [
+          target('A', 'sum by (found_by) (rate(%s[$__rate_interval]) and on (%s) %s)' % [pushSeries('jobwatch_push_transitions_total'), joinOn, s('jobwatch_target_up')],
+                 '{{found_by}}'),
+        ], unit='reqps'),
+        timeseries(26, 'Push lag', 'From a job event to jobwatch reporting the change it announced (jobwatch_push_lag_seconds), median and 99th percentile.', [16, 66, 8, 8], [
+          target('A', 'histogram_quantile(0.5, sum by (le) (rate(%s[$__rate_interval]) and on (%s) %s))' % [pushSeries('jobwatch_push_lag_seconds_bucket'), joinOn, s('jobwatch_target_up')],
+                 'p50'),
+          target('B', 'histogram_quantile(0.99, sum by (le) (rate(%s[$__rate_interval]) and on (%s) %s))' % [pushSeries('jobwatch_push_lag_seconds_bucket'), joinOn, s('jobwatch_target_up')],
+                 'p99'),
+        ], unit='s'),
+        timeseries(27, 'Push queues', "Each queue's consumer (1: its last ReceiveMessage succeeded) and the messages in its dead-letter queue.", [0, 74, 24, 6], [
+          target('A', 'max by (queue) (%s and on (%s) %s)' % [pushSeries('jobwatch_push_consumer_up'), joinOn, s('jobwatch_target_up')],
+                 '{{queue}} up'),
+          target('B', 'max by (queue) (%s and on (%s) %s)' % [pushSeries('jobwatch_push_dead_letter_messages'), joinOn, s('jobwatch_target_up')],
+                 '{{queue}} dead letters'),
+        ]),
       ],
     },
   },
