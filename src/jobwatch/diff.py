@@ -265,7 +265,11 @@ class Differ:
     def departed(self) -> list[str]:
         """Tracked jobs in a listed non-terminal status that no page added so far has.
 
-        What :func:`departed` tells of an incremental listing, without keeping it.
+        Asked after an incremental listing: such jobs have most likely ended; the
+        caller asks DescribeJob for each and adds the answers (or names them in
+        ``gone``). A status jobwatch cannot name in a JobStatuses filter (one AWS
+        added later) is never in an incremental listing: such a job waits for
+        the next full one.
         """
         out = self._out
         return [jid for jid, t in self._prev.items() if t.job.status in _LISTED and jid not in out]

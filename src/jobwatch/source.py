@@ -51,7 +51,8 @@ class JobSource(Protocol):
         self, target: Target, statuses: Sequence[str] | None, into: PageSink
     ) -> None:
         """Every job of ``target`` (with one of ``statuses``, or all when ``None``),
-        handed to ``into`` a page at a time as each page arrives."""
+        handed to ``into`` a page at a time as each page arrives. A listing that
+        has to start again (an expired NextToken) calls ``into.restart()`` first."""
         ...
 
     async def describe_job(self, target: Target, job_id: str) -> JobDetail:

@@ -134,11 +134,11 @@ class Simulator:
         for spec in account.jobs:
             region = spec.region or regions[0]
             target = self._targets[(account.id, region)]
-            ids = taken.setdefault(region, set(target.by_id))
+            ids = taken[region]
             for copy in range(spec.count):
                 job = self._build_job(account.id, region, spec, self.origin, target, copy, ids)
                 ids.add(job.job_id)
-                pending.setdefault(region, []).append(job)
+                pending[region].append(job)
         for region, jobs in pending.items():
             self._targets[(account.id, region)].bulk_load(jobs)
 
