@@ -7,7 +7,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 # Raise as the suite grows; CI fails below it.
-COVERAGE_FLOOR ?= 93
+COVERAGE_FLOOR ?= 94
 # Debian packages the end-to-end and rule tests run for real, and the browser the
 # status page is tested in (tests/test_status_page.py).
 SYSTEM_PACKAGES := prometheus prometheus-alertmanager chromium
