@@ -90,6 +90,36 @@ async def test_cancelled_waiters_do_not_keep_the_turn() -> None:
         pass
 
 
+async def test_a_waiter_cancelled_while_waiting_leaves_the_holder_alone() -> None:
+    turns = CpuTurns()
+    log: list[str] = []
+    release = asyncio.Event()
+
+    async def holder() -> None:
+        async with turns.turn():
+            log.append("a starts")
+            await release.wait()
+            log.append("a ends")
+
+    async def heavy(name: str) -> None:
+        async with turns.turn():
+            log.append(name)
+
+    a = asyncio.create_task(holder())
+    await asyncio.sleep(0)
+    b = asyncio.create_task(heavy("b"))
+    await asyncio.sleep(0)
+    b.cancel()  # cancelled in the queue: it must not pass on a turn it never had
+    await asyncio.gather(b, return_exceptions=True)
+    c = asyncio.create_task(heavy("c"))
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert log == ["a starts"]  # c waits: a still has the turn
+    release.set()
+    await asyncio.gather(a, c)
+    assert log == ["a starts", "a ends", "c"]
+
+
 async def test_a_waiter_cancelled_after_being_handed_the_turn_passes_it_on() -> None:
     turns = CpuTurns()
     done: list[str] = []
