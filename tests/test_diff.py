@@ -410,6 +410,10 @@ def test_an_unchanged_job_keeps_its_tracked_object() -> None:
     assert second.jobs["a"] is first.jobs["a"]
     assert second.jobs["b"] is not first.jobs["b"]
     assert second.jobs["b"].last_progress_at == T0 + 60
+    # An ended job listed again unchanged keeps its object too (no flag to work out).
+    done = job("d", "Complete", termination_time=T0 - 10)
+    before = diff(None, [done], T0, POLICY, complete=True).jobs["d"]
+    assert diff({"d": before}, [done], T0 + 60, POLICY, complete=True).jobs["d"] is before
     # Unchanged in AWS but newly stalled: a new object with the flag.
     later = diff(second.jobs, [job("a", tasks_total=10)], T0 + 600, POLICY, complete=False)
     assert later.jobs["a"] is not first.jobs["a"]
