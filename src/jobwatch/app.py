@@ -22,7 +22,7 @@ from prometheus_client import ProcessCollector
 from prometheus_client.registry import CollectorRegistry
 
 from jobwatch import __version__
-from jobwatch.aws import ClientPool, open_queue
+from jobwatch.aws import ClientPool, open_queue, prepare_session
 from jobwatch.clock import Clock, SystemClock
 from jobwatch.config import Config, PushConfig, TLSConfig
 from jobwatch.diff import DiffPolicy
@@ -132,7 +132,9 @@ class App:
         self.source = source
         self.rng = rng or random.Random()
         self.grace = grace
-        self.session = session
+        #: One session for every AWS client (s3control, Organizations, SQS): one
+        #: credential chain, one copy of each service model.
+        self.session = prepare_session(session)
         self.shard = shard or resolve_shard(
             config_ordinal=config.shard.ordinal, config_total=config.shard.total
         )
@@ -143,7 +145,7 @@ class App:
                 account_source
                 or OrganizationsSource(
                     config.discovery,
-                    session=session,
+                    session=self.session,
                     timeout=config.timeout,
                     max_attempts=config.retry.max_attempts,
                 ),

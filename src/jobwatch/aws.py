@@ -205,11 +205,14 @@ async def service_client(
     region: str,
     config: AioConfig,
     credentials: Any = None,
+    endpoint_url: str | None = None,
 ) -> AsyncIterator[Any]:
     """A client of ``service``; with ``credentials`` (say, :func:`assume_role_credentials`)
     every request is signed with those instead of the session's own."""
     create: Any = session.create_client  # the stubs' overloads want a literal name
-    async with create(service, region_name=region, config=config) as client:
+    async with create(
+        service, region_name=region, config=config, endpoint_url=endpoint_url
+    ) as client:
         if credentials is not None:
             event = f"before-sign.{client.meta.service_model.service_id.hyphenize()}"
 
@@ -506,12 +509,12 @@ async def open_queue(
             duration_seconds=duration_seconds,
             external_id=external_id,
         )
-    create: Any = session.create_client  # the stubs' overloads want a literal name
-    async with create("sqs", region_name=region, config=config, endpoint_url=endpoint_url) as c:
-        if credentials is not None:
-
-            def handler(request: Any, **_: Any) -> None:
-                sign_with(request, credentials)
-
-            c.meta.events.register("before-sign.sqs", handler)
+    async with service_client(
+        session,
+        "sqs",
+        region=region,
+        config=config,
+        credentials=credentials,
+        endpoint_url=endpoint_url,
+    ) as c:
         yield SqsQueue(c, url, region)

@@ -34,16 +34,20 @@ EXIT_OK, EXIT_FAILURE, EXIT_CONFIG = 0, 1, 2
 
 
 def _load(args: argparse.Namespace) -> tuple[Config, Shard]:
-    """The config file and this process's shard (flags, then keys, then the pod name)."""
+    """The config file and this process's shard."""
     config = load_config(args.config)
-    shard = resolve_shard(
+    return config, _shard(args, config)
+
+
+def _shard(args: argparse.Namespace, config: Config) -> Shard:
+    """This process's shard: flags, then the config's keys, then the pod name."""
+    return resolve_shard(
         ordinal=args.shard,
         total=args.total_shards,
         pod=args.pod or os.environ.get("POD_NAME"),
         config_ordinal=config.shard.ordinal,
         config_total=config.shard.total,
     )
-    return config, shard
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -64,7 +68,7 @@ def _cmd_check_config(args: argparse.Namespace, out: TextIO) -> int:
     pod = args.pod or os.environ.get("POD_NAME")
     if args.shard is not None or config.shard.ordinal is not None or pod or total == 1:
         # An ordinal in sight (or nothing to shard): check it as ``run`` would.
-        shard = _load(args)[1]
+        shard = _shard(args, config)
     else:
         # Sharded, ordinal decided per process at run time: check the total alone.
         try:
@@ -73,15 +77,15 @@ def _cmd_check_config(args: argparse.Namespace, out: TextIO) -> int:
             raise ConfigError([f"shard: {e}"]) from None
     targets = list(resolve_targets(config).candidates)
     out.write(f"{args.config}: OK, {len(targets)} target(s)\n")
-    sharded = shard is not None and shard.total > 1
+    sharded = shard if shard is not None and shard.total > 1 else None
     for t in targets:
         role = t.role_arn or "(default credentials)"
         labels = ",".join(f"{k}={v}" for k, v in t.labels)
-        mine = "  (this shard)" if shard is not None and sharded and shard.owns(t) else ""
+        mine = "  (this shard)" if sharded is not None and sharded.owns(t) else ""
         out.write(f"  {t.account_id}  {t.region:<16} {role}  {labels}{mine}\n".rstrip() + "\n")
-    if shard is not None and sharded:
-        own = len(shard.select(targets))
-        out.write(f"shard {shard}: {own} of the {len(targets)} static target(s)\n")
+    if sharded is not None:
+        own = len(sharded.select(targets))
+        out.write(f"shard {sharded}: {own} of the {len(targets)} static target(s)\n")
     elif total > 1:
         out.write(f"{total} shards: each process takes its ordinal from --shard or POD_NAME\n")
     d = config.discovery

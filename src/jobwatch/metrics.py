@@ -15,10 +15,8 @@ lists every family.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import platform
-import time
 from collections import Counter
 from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
@@ -45,6 +43,7 @@ from jobwatch.model import KNOWN_STATUSES, TERMINAL_STATUSES
 from jobwatch.push import LAG_BUCKETS, MESSAGE_RESULTS, TRANSITION_PATHS, PushStats
 from jobwatch.shard import Shard
 from jobwatch.state import FULL_LISTING_REASONS, POLL_DURATION_BUCKETS, Store
+from jobwatch.turns import Pauser
 
 __all__ = [
     "DISCOVERY_FAMILIES",
@@ -977,7 +976,7 @@ _JobRows = dict[str, tuple[TrackedJob, tuple[str, ...]]]
 
 async def _written(lines: Generator[None, None, list[str]], slice_seconds: float) -> list[bytes]:
     """Run a lines generator, pausing every ``slice_seconds``; the text in pieces of a few MB."""
-    pause = _Pauser(slice_seconds)
+    pause = Pauser(slice_seconds)
     while True:
         try:
             next(lines)
@@ -1310,26 +1309,13 @@ class ExpositionRegistry(CollectorRegistry):
             if not gzip:
                 return b"".join(chunks)
             compressor = _gzip_compressor()
-            pause = _Pauser(SLICE_SECONDS)
+            pause = Pauser(SLICE_SECONDS)
             out = []
             for chunk in chunks:
                 out.append(compressor.compress(chunk))
                 await pause()
             out.append(compressor.flush())
             return b"".join(out)
-
-
-class _Pauser:
-    """``await pause()`` gives the loop a turn once ``slice_seconds`` have passed."""
-
-    def __init__(self, slice_seconds: float) -> None:
-        self._slice = slice_seconds
-        self._deadline = time.perf_counter() + slice_seconds
-
-    async def __call__(self) -> None:
-        if time.perf_counter() >= self._deadline:
-            await asyncio.sleep(0)
-            self._deadline = time.perf_counter() + self._slice
 
 
 class _Turns(Protocol):

@@ -140,11 +140,9 @@ def _full_entry(jobs: dict[str, TrackedJob], last_full: float | None) -> str:
     return _dumps({"last_full_listing": last_full, "jobs": [_encode_job(t) for t in jobs.values()]})
 
 
-def _record(
-    entries: Sequence[tuple[Key, str]], outbox: Outbox | None = None, at: float | None = None
-) -> bytes:
-    """One line: pre-encoded target entries plus an outbox; ``at``: an appended commit's time."""
-    parts = [] if at is None else [f'"at":{_dumps(at)}']
+def _record(entries: Sequence[tuple[Key, str]], outbox: Outbox | None = None) -> bytes:
+    """One line: pre-encoded target entries plus an outbox."""
+    parts = []
     if entries:
         parts.append('"targets":{' + ",".join(f"{_dumps(_name(k))}:{e}" for k, e in entries) + "}")
     if outbox:
@@ -172,7 +170,6 @@ class _Loaded:
     #: Bytes of whole, valid records from the start (a torn tail lies past them).
     good_bytes: int = 0
     torn_bytes: int = 0
-    records: int = 0
     #: Bytes of appended records that change what was written before them (what a
     #: rewrite would drop; a target's first snapshot is not counted).
     appended_bytes: int = 0
@@ -251,7 +248,6 @@ def _parse(data: bytes) -> _Loaded:
         except (ValueError, KeyError, TypeError, AttributeError):
             break
         loaded.targets, loaded.outbox = trial.targets, trial.outbox
-        loaded.records += 1
         if superseding and "at" in rec:
             loaded.appended_bytes += end + 1 - offset
         offset = end + 1
@@ -503,11 +499,9 @@ class Committer:
         self._pending.extend(events)
         self._dirty.set()
 
-    def mark_dirty(self, key: Key | None = None) -> None:
-        """A target's snapshot changed (or left); ``None``: any of them may have."""
-        self._dirty_keys.update(self._store.targets if key is None else (key,))
-        if key is None:
-            self._dirty_keys.update(self._written)
+    def mark_dirty(self, key: Key) -> None:
+        """A target's snapshot changed (or left)."""
+        self._dirty_keys.add(key)
         self._dirty.set()
 
     async def commit(self) -> None:
@@ -540,14 +534,12 @@ class Committer:
             # to save; with the snapshots, the events polls published meanwhile.
             await self._commit()
 
-    def _acknowledge(self, seq: int) -> bool:
+    def _acknowledge(self, seq: int) -> None:
         try:
             self._ack.write(seq)
         except OSError as e:
             self._ack.close()
             _log.warning("state_ack_failed", path=str(self._ack.path), error=str(e)[:300])
-            return False
-        return True
 
     async def _save(self, keys: set[Key], outbox: Outbox) -> None:
         store = self._store
@@ -619,7 +611,9 @@ class Committer:
         if old_jobs is jobs and old_full == last_full:
             return _UNCHANGED
         get = old_jobs.get
-        put = [_encode_job(t) for jid, t in jobs.items() if get(jid) != t]
+        # The diff keeps the object of a job that did not change: most are skipped
+        # by identity, without comparing their fields.
+        put = [_encode_job(t) for jid, t in jobs.items() if (o := get(jid)) is not t and o != t]
         gone = [jid for jid in old_jobs if jid not in jobs]
         if not put and not gone and old_full == last_full:
             # Equal: the new objects take the old ones' place (nothing is held twice).

@@ -31,7 +31,7 @@ from jobwatch.model import (
     JobDetail,
     Target,
 )
-from jobwatch.source import JobSource
+from jobwatch.source import PAGE_SIZE, JobSource
 from jobwatch.state import Store
 
 __all__ = ["PollSettings", "TargetPoller"]
@@ -44,8 +44,6 @@ TERMINAL_LIST = tuple(s for s in KNOWN_STATUSES if s in TERMINAL_STATUSES)
 #: How far before the previous poll :meth:`JobSource.list_recent` looks back:
 #: clock skew between jobwatch and AWS, and a listing that lags behind a creation.
 RECENT_MARGIN = 300.0
-#: Jobs per ListJobs page of a full listing.
-FULL_PAGE_SIZE = 1000
 #: A full listing costs one request per page plus parsing up to 1,000 jobs; a
 #: DescribeJob one small request. Above this many DescribeJob calls per page a
 #: full listing is the cheaper way to learn how departed jobs ended.
@@ -235,7 +233,7 @@ class TargetPoller:
         # A job in both listings (it ended between the two calls): the first copy wins.
         feed.add(recent)
         missing = differ.departed()
-        pages = max(1, -(-self._store[self.target.key].last_full_size // FULL_PAGE_SIZE))
+        pages = max(1, -(-self._store[self.target.key].last_full_size // PAGE_SIZE))
         if len(missing) > max(MIN_DESCRIBES, DESCRIBES_PER_PAGE * pages):
             return differ, "departed"
         # Jobs that left the non-terminal set have (most likely) ended:

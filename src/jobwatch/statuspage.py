@@ -8,8 +8,6 @@ template is rendered in slices that give the event loop a turn (views.SLICE_SECO
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Mapping
 from typing import Any, Final
 from urllib.parse import urlencode
@@ -19,6 +17,7 @@ import jinja2
 from jobwatch import __version__
 from jobwatch.model import KNOWN_STATUSES
 from jobwatch.state import Store
+from jobwatch.turns import Pauser
 from jobwatch.views import (
     SLICE_SECONDS,
     SORT_KEYS,
@@ -70,17 +69,15 @@ async def render_status_page(
     now: float,
     *,
     external_url: str | None = None,
-    slice_seconds: float = SLICE_SECONDS,
 ) -> str:
     """The page for ``query``; ``params`` are the request's own, kept in every link."""
-    jobs = await query_jobs(
-        store, query, now, external_url=external_url, slice_seconds=slice_seconds
-    )
-    fleet = await targets_document(store, now, slice_seconds=slice_seconds)
+    jobs = await query_jobs(store, query, now, external_url=external_url)
+    fleet = await targets_document(store, now)
+    pause = Pauser(SLICE_SECONDS)
     seen: set[str] = set()
     for ts in list(store.targets.values()):
         seen.update(t.job.operation for t in (ts.jobs or {}).values())
-        await asyncio.sleep(0)  # one target's jobs at a time
+        await pause()
     operations = sorted(seen - {""})
     kept = {k: v for k, v in params.items() if v and k not in ("page",)}
 
@@ -112,10 +109,7 @@ async def render_status_page(
         "sort_link": sort_link,
     }
     parts: list[str] = []
-    started = time.perf_counter()
     for piece in template.generate(context):
         parts.append(piece)
-        if time.perf_counter() - started >= slice_seconds:
-            await asyncio.sleep(0)
-            started = time.perf_counter()
+        await pause()
     return "".join(parts)

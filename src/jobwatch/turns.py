@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-__all__ = ["BIG_BODY", "BIG_PAGE", "CpuTurns"]
+__all__ = ["BIG_BODY", "BIG_PAGE", "CpuTurns", "Pauser"]
 
 #: Bodies and pages smaller than this are cheap enough to handle without a turn.
 BIG_BODY = 64 * 1024
@@ -91,3 +92,20 @@ class CpuTurns:
                     waiter.set_result(None)
                     return
         self._busy = False
+
+
+class Pauser:
+    """``await pause()`` gives the loop a turn once ``slice_seconds`` have passed.
+
+    For long work on the loop (writing ``/metrics``, the status page and its
+    API): call it between pieces; it yields only when the slice is used up.
+    """
+
+    def __init__(self, slice_seconds: float) -> None:
+        self._slice = slice_seconds
+        self._deadline = time.perf_counter() + slice_seconds
+
+    async def __call__(self) -> None:
+        if time.perf_counter() >= self._deadline:
+            await asyncio.sleep(0)
+            self._deadline = time.perf_counter() + self._slice

@@ -13,13 +13,11 @@ snapshot across a turn still reads one consistent poll.
 
 from __future__ import annotations
 
-import asyncio
 import heapq
 import json
-import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Final
 
 from jobwatch.diff import TrackedJob
@@ -32,6 +30,7 @@ from jobwatch.model import (
     status_page_url,
 )
 from jobwatch.state import Store, TargetState
+from jobwatch.turns import Pauser
 
 __all__ = [
     "ATTENTION_REASONS",
@@ -300,29 +299,15 @@ def _sort_key(sort: str, now: float) -> Callable[[TargetState, TrackedJob], tupl
     return key
 
 
-@dataclass(slots=True)
-class _Budget:
-    """Counts work on the loop and hands it a turn every :data:`SLICE_SECONDS`."""
-
-    slice_seconds: float = SLICE_SECONDS
-    started: float = field(default_factory=time.perf_counter)
-
-    async def tick(self) -> None:
-        if time.perf_counter() - self.started >= self.slice_seconds:
-            await asyncio.sleep(0)
-            self.started = time.perf_counter()
-
-
 async def query_jobs(
     store: Store,
     q: JobQuery,
     now: float,
     *,
     external_url: str | None = None,
-    slice_seconds: float = SLICE_SECONDS,
 ) -> dict[str, Any]:
     """The jobs listing: ``total`` matching jobs and the rows of one page (docs/api.md)."""
-    budget = _Budget(slice_seconds)
+    pause = Pauser(SLICE_SECONDS)
     text = q.text.casefold() if q.text else None
     picked: list[tuple[TargetState, TrackedJob]] = []
     for ts in list(store.targets.values()):
@@ -336,8 +321,8 @@ async def query_jobs(
             if _matches(ts, t, q, text):
                 picked.append((ts, t))
             if n % 256 == 255:
-                await budget.tick()
-        await budget.tick()
+                await pause()
+        await pause()
     total = len(picked)
     # Sorting 10,000 keys at once holds the loop 20 ms and more on a busy machine:
     # runs of _RUN are sorted one per turn, then merged lazily up to the page's end.
@@ -347,7 +332,7 @@ async def query_jobs(
         run = [(key(*picked[n]), n) for n in range(begin, min(begin + _RUN, total))]
         run.sort(reverse=q.descending)
         runs.append(run)
-        await budget.tick()
+        await pause()
     start = (q.page - 1) * q.per_page
     end = start + q.per_page
     rows = []
@@ -358,7 +343,7 @@ async def query_jobs(
             ts, t = picked[n]
             rows.append(job_row(ts, t, now, ts.details.get(t.job.job_id), external_url))
         if position % 128 == 127:
-            await budget.tick()
+            await pause()
     pages = max(1, -(-total // q.per_page))
     return {
         "generated_at": iso(now),
@@ -378,11 +363,9 @@ def _throttled(ts: TargetState) -> int:
     return sum(n for (_, outcome), n in ts.api_requests.items() if outcome == "throttled")
 
 
-async def targets_document(
-    store: Store, now: float, *, slice_seconds: float = SLICE_SECONDS
-) -> dict[str, Any]:
+async def targets_document(store: Store, now: float) -> dict[str, Any]:
     """Every target's health and job counts, and the fleet's totals (docs/api.md)."""
-    budget = _Budget(slice_seconds)
+    pause = Pauser(SLICE_SECONDS)
     rows: list[dict[str, Any]] = []
     totals: Counter[str] = Counter()
     attention: Counter[str] = Counter()
@@ -394,8 +377,8 @@ async def targets_document(
             if t.stalled or t.overdue or t.ratio_exceeded or t.job.status == "Failed":
                 attention.update(attention_reasons(t))
             if n % 256 == 255:
-                await budget.tick()
-        await budget.tick()
+                await pause()
+        await pause()
         requests = sum(ts.api_requests.values())
         rows.append(
             {
@@ -436,7 +419,7 @@ def _status_counts_from(counts: Mapping[str, int]) -> dict[str, int]:
     return {s: counts[s] for s in order}
 
 
-async def dumps(document: Mapping[str, Any], *, slice_seconds: float = SLICE_SECONDS) -> str:
+async def dumps(document: Mapping[str, Any]) -> str:
     """``document`` as compact JSON; a ``jobs`` list is written a row at a time between
     turns of the loop (1,000 rows at once take 10 ms and more)."""
     head = dict(document)
@@ -444,10 +427,10 @@ async def dumps(document: Mapping[str, Any], *, slice_seconds: float = SLICE_SEC
     text = json.dumps(head, separators=(",", ":"), ensure_ascii=False)
     if rows is None:
         return text
-    budget = _Budget(slice_seconds)
+    pause = Pauser(SLICE_SECONDS)
     parts = []
     for row in rows:
         parts.append(json.dumps(row, separators=(",", ":"), ensure_ascii=False))
-        await budget.tick()
+        await pause()
     glue = "," if head else ""
     return f'{text[:-1]}{glue}"jobs":[{",".join(parts)}]}}'
