@@ -371,15 +371,9 @@ class App:
         finally:
             if push is not None:
                 # First: a message received now would wait for polls that are stopping.
-                push.cancel()
-                await asyncio.wait([push])
-                if not push.cancelled() and push.exception() is not None:
-                    _log.error("push_consumer_died", error=repr(push.exception()))
+                await _cancel(push, "push_consumer_died")
             if discover is not None:
-                discover.cancel()
-                await asyncio.wait([discover])
-                if not discover.cancelled() and discover.exception() is not None:
-                    _log.error("discovery_loop_died", error=repr(discover.exception()))
+                await _cancel(discover, "discovery_loop_died")
             await self.supervisor.stop(self.grace)
             if saver is not None:
                 # After the polls drained, so the last save has their results.
@@ -417,3 +411,11 @@ class App:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
+
+
+async def _cancel(task: asyncio.Task[None], died: str) -> None:
+    """Cancel ``task`` and wait for it; log ``died`` if it had ended with an error."""
+    task.cancel()
+    await asyncio.wait([task])
+    if not task.cancelled() and task.exception() is not None:
+        _log.error(died, error=repr(task.exception()))

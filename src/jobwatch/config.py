@@ -88,7 +88,16 @@ def _account_id(value: Any) -> str:
 
 
 AccountId = Annotated[str, BeforeValidator(_account_id)]
-_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
+_REGION_NAME = r"[a-z]{2}(-[a-z]+)+-\d+"
+_REGION = re.compile(f"^{_REGION_NAME}$")
+_ENDPOINT_URL = re.compile(r"^https?://[^/\s]+/?$")
+
+
+def _endpoint_url(v: str | None, example: str) -> str | None:
+    """An ``endpoint_url`` key: scheme and host (and port) only, without a trailing slash."""
+    if v is not None and not _ENDPOINT_URL.match(v):
+        raise ValueError(f"expected a URL such as {example}, got {v!r}")
+    return v.rstrip("/") if v else v
 
 
 class _Model(BaseModel):
@@ -380,7 +389,7 @@ class ShardConfig(_Model):
 
 
 _SQS_URL = re.compile(r"^https?://(?P<host>[^/\s]+)/(?P<account>\d{12})/(?P<name>[\w-]{1,80})$")
-_SQS_HOST_REGION = re.compile(r"^sqs\.(?P<region>[a-z]{2}(-[a-z]+)+-\d+)\.amazonaws\.com")
+_SQS_HOST_REGION = re.compile(rf"^sqs\.(?P<region>{_REGION_NAME})\.amazonaws\.com")
 
 
 class PushQueueConfig(_Model):
@@ -469,9 +478,7 @@ class PushConfig(_Model):
     @field_validator("endpoint_url")
     @classmethod
     def _endpoint(cls, v: str | None) -> str | None:
-        if v is not None and not re.match(r"^https?://[^/\s]+/?$", v):
-            raise ValueError(f"expected a URL such as http://127.0.0.1:5000, got {v!r}")
-        return v.rstrip("/") if v else v
+        return _endpoint_url(v, "http://127.0.0.1:5000")
 
     @model_validator(mode="after")
     def _distinct(self) -> PushConfig:
@@ -556,11 +563,7 @@ class Config(_Model):
     @field_validator("endpoint_url")
     @classmethod
     def _endpoint(cls, v: str | None) -> str | None:
-        if v is not None and not re.match(r"^https?://[^/\s]+/?$", v):
-            raise ValueError(
-                f"expected a URL such as https://host or http://127.0.0.1:9000, got {v!r}"
-            )
-        return v.rstrip("/") if v else v
+        return _endpoint_url(v, "https://host or http://127.0.0.1:9000")
 
     @model_validator(mode="after")
     def _cross(self) -> Config:

@@ -22,7 +22,7 @@ from collections.abc import Callable, Generator, Iterable, Iterator, Mapping, Se
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
-from itertools import chain, compress, repeat
+from itertools import accumulate, chain, compress, repeat
 from threading import Lock
 from typing import Any, ClassVar, Generic, Literal, NamedTuple, Protocol, TypeVar, cast
 
@@ -1049,11 +1049,6 @@ class JobwatchCollector(Collector):
                     requests={k: ts.api_requests[k] for k in _API_REQUESTS},
                 )
             )
-        cumulative = []
-        running = 0
-        for bound, n in zip(_BUCKET_BOUNDS, store.poll_buckets, strict=True):
-            running += n
-            cumulative.append((bound, float(running)))
         return _StoreView(
             targets=targets,
             target_labels=self._target_labels,
@@ -1063,7 +1058,7 @@ class JobwatchCollector(Collector):
             state_write_failures=store.state_write_consecutive_failures,
             full_listings=[(r, store.full_listings[r]) for r in FULL_LISTING_REASONS],
             target_count=len(store.targets),
-            poll_buckets=tuple(cumulative),
+            poll_buckets=_cumulative(_BUCKET_BOUNDS, store.poll_buckets),
             poll_sum=store.poll_sum,
             version=self._version,
         )
@@ -1236,15 +1231,10 @@ class PushCollector(_TableCollector[_PushView]):
 
     def __init__(self, stats: PushStats, selection: Selection | None = None) -> None:
         def read() -> _PushView:
-            cumulative = []
-            running = 0
-            for bound, n in zip(_LAG_BOUNDS, stats.lag_buckets, strict=True):
-                running += n
-                cumulative.append((bound, float(running)))
             return _PushView(
                 messages=[(r, stats.messages[r]) for r in MESSAGE_RESULTS],
                 transitions=[(p, stats.transitions[p]) for p in TRANSITION_PATHS],
-                lag_buckets=tuple(cumulative),
+                lag_buckets=_cumulative(_LAG_BOUNDS, stats.lag_buckets),
                 lag_sum=stats.lag_sum,
                 queues=[
                     (q.url, q.up, q.last_receive, q.receive_errors, q.dead_letters)
@@ -1253,6 +1243,11 @@ class PushCollector(_TableCollector[_PushView]):
             )
 
         super().__init__(PUSH_FAMILIES, read, selection)
+
+
+def _cumulative(bounds: Sequence[str], counts: Iterable[int]) -> tuple[tuple[str, float], ...]:
+    """Per-bucket counts as a histogram's cumulative ``(le, count)`` pairs."""
+    return tuple(zip(bounds, map(float, accumulate(counts)), strict=True))
 
 
 # --------------------------------------------------------------------------- the registry

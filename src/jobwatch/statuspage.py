@@ -23,6 +23,7 @@ from jobwatch.views import (
     SORT_KEYS,
     JobQuery,
     duration_words,
+    percent_words,
     query_jobs,
     targets_document,
 )
@@ -47,12 +48,8 @@ _env = jinja2.Environment(
 )
 
 
-def _percent(value: float | None) -> str:
-    return "-" if value is None else f"{value * 100:.1f}%"
-
-
 _env.filters["duration"] = duration_words
-_env.filters["percent"] = _percent
+_env.filters["percent"] = percent_words
 
 
 def _refresh(params: Mapping[str, str]) -> int:

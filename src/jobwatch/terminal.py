@@ -22,7 +22,7 @@ from rich.table import Table
 from rich.text import Text
 
 from jobwatch.model import KNOWN_STATUSES
-from jobwatch.views import duration_words
+from jobwatch.views import duration_words, percent_words
 
 __all__ = ["SHOWN", "View", "fetch_view", "render"]
 
@@ -38,14 +38,6 @@ _STYLE: Final = {"Failed": "bold red", "Complete": "green", "Suspended": "yellow
 
 View = tuple[Mapping[str, Any], Mapping[str, Any], Mapping[str, Any]]
 """(targets document, attention jobs document, running jobs document)."""
-
-
-def _duration(seconds: float | None) -> str:
-    return duration_words(seconds)
-
-
-def _percent(p: float | None) -> str:
-    return "-" if p is None else f"{p * 100:.1f}%"
 
 
 def _counts(jobs: Mapping[str, int]) -> str:
@@ -91,8 +83,8 @@ def _plain(view: View, out: TextIO) -> None:
         why = ",".join(_WHY.get(r, r) for r in j["attention"])
         out.write(
             f"{j['status']:<11} {j['job_id']:<36} {j['aws_account_id']:<13} "
-            f"{j['aws_region']:<15} {why:<24} {_percent(j['progress']):>6} "
-            f"in status {_duration(j['seconds_in_status'])}\n"
+            f"{j['aws_region']:<15} {why:<24} {percent_words(j['progress']):>6} "
+            f"in status {duration_words(j['seconds_in_status'])}\n"
         )
         for label, text in _details(j):
             out.write(f"    {label}: {text}\n")
@@ -102,9 +94,9 @@ def _plain(view: View, out: TextIO) -> None:
     for j in running["jobs"]:
         out.write(
             f"{j['status']:<11} {j['job_id']:<36} {j['aws_account_id']:<13} "
-            f"{j['aws_region']:<15} {j['operation'] or '-':<24} {_percent(j['progress']):>6} "
+            f"{j['aws_region']:<15} {j['operation'] or '-':<24} {percent_words(j['progress']):>6} "
             f"ok={j['tasks_succeeded']} failed={j['tasks_failed']} "
-            f"in status {_duration(j['seconds_in_status'])}\n"
+            f"in status {duration_words(j['seconds_in_status'])}\n"
         )
     if _more(running) > 0:
         out.write(f"... and {_more(running)} more\n")
@@ -131,7 +123,7 @@ def _rich(view: View, out: TextIO, width: int | None) -> None:
             row["aws_region"],
             state,
             row["last_error"] or "-",
-            "never" if since is None else f"{_duration(since)} ago",
+            "never" if since is None else f"{duration_words(since)} ago",
             _counts(row["jobs"]),
         )
     console.print(t)
@@ -147,8 +139,8 @@ def _rich(view: View, out: TextIO, width: int | None) -> None:
             Group(*lines),
             f"{j['aws_account_id']}\n{j['aws_region']}",
             Text(", ".join(_WHY.get(r, r) for r in j["attention"]), "red"),
-            Group(_bar(j["progress"]), Text(_percent(j["progress"]))),
-            _duration(j["seconds_in_status"]),
+            Group(_bar(j["progress"]), Text(percent_words(j["progress"]))),
+            duration_words(j["seconds_in_status"]),
         )
     console.print(a)
     if _more(attention) > 0:
@@ -164,9 +156,9 @@ def _rich(view: View, out: TextIO, width: int | None) -> None:
             Group(Text(j["job_id"]), Text(j["description"] or "", "dim")),
             f"{j['aws_account_id']}\n{j['aws_region']}",
             j["operation"] or "-",
-            Group(_bar(j["progress"]), Text(_percent(j["progress"]))),
+            Group(_bar(j["progress"]), Text(percent_words(j["progress"]))),
             f"{j['tasks_succeeded']:,} / {j['tasks_failed']:,}",
-            _duration(j["seconds_in_status"]),
+            duration_words(j["seconds_in_status"]),
         )
     console.print(r)
     if _more(running) > 0:

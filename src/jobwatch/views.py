@@ -42,6 +42,7 @@ __all__ = [
     "dumps",
     "duration_words",
     "job_row",
+    "percent_words",
     "query_jobs",
     "targets_document",
 ]
@@ -159,6 +160,11 @@ def duration_words(seconds: float | None) -> str:
         if len(parts) == 2:
             break
     return " ".join(parts)
+
+
+def percent_words(value: float | None) -> str:
+    """``0.4567`` -> ``45.7%``; ``-`` when unknown."""
+    return "-" if value is None else f"{value * 100:.1f}%"
 
 
 def attention_reasons(t: TrackedJob) -> list[str]:
