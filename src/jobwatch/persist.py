@@ -322,12 +322,21 @@ def load_state(store: Store, path: Path) -> tuple[int, Outbox]:
 
     Targets no longer configured are ignored; new ones start with a baseline.
     """
+    found = _load(store, path)
+    if found is None:
+        return 0, []
+    restored, loaded = found
+    return restored, loaded.outbox
+
+
+def _load(store: Store, path: Path) -> tuple[int, _Loaded] | None:
+    """Read ``path`` and restore its snapshots into ``store``: (targets restored, what was read)."""
     loaded = _read(path)
     if loaded is None:
-        return 0, []
+        return None
     restored = _restore(store, loaded)
     _log.info("state_restored", path=str(path), targets=restored, outbox=len(loaded.outbox))
-    return restored, loaded.outbox
+    return restored, loaded
 
 
 class AckLog:
@@ -445,12 +454,11 @@ class Committer:
 
         Returns how many events were replayed.
         """
-        loaded = _read(self._path)
+        found = _load(self._store, self._path)
         outbox: Outbox = []
-        if loaded is not None:
-            restored = _restore(self._store, loaded)
+        if found is not None:
+            _, loaded = found
             outbox = loaded.outbox
-            _log.info("state_restored", path=str(self._path), targets=restored, outbox=len(outbox))
             if loaded.version == SCHEMA_VERSION:
                 self._reopen(loaded)
         acked = self._ack.read()

@@ -57,6 +57,7 @@ _RUN: Final = 500
 ATTENTION_REASONS: Final[tuple[str, ...]] = ("failed", "stalled", "overdue", "task_failure_ratio")
 #: The groups of the default order: attention first, then running, then finished.
 GROUPS: Final[tuple[str, ...]] = ("attention", "running", "finished")
+_GROUP_INDEX: Final = {g: i for i, g in enumerate(GROUPS)}
 SORT_KEYS: Final[tuple[str, ...]] = (
     "attention",
     "created",
@@ -167,6 +168,11 @@ def percent_words(value: float | None) -> str:
     return "-" if value is None else f"{value * 100:.1f}%"
 
 
+def _needs_attention(t: TrackedJob) -> bool:
+    """Whether :func:`attention_reasons` has any, without building the list."""
+    return t.job.status == "Failed" or t.stalled or t.overdue or t.ratio_exceeded
+
+
 def attention_reasons(t: TrackedJob) -> list[str]:
     """Why a tracked job needs a person, in :data:`ATTENTION_REASONS` order (empty: it does not)."""
     out = []
@@ -181,8 +187,8 @@ def attention_reasons(t: TrackedJob) -> list[str]:
     return out
 
 
-def _group(t: TrackedJob, reasons: list[str]) -> str:
-    if reasons:
+def _group(t: TrackedJob) -> str:
+    if _needs_attention(t):
         return "attention"
     return "finished" if t.job.status in TERMINAL_STATUSES else "running"
 
@@ -215,7 +221,7 @@ def job_row(
         "termination_time": iso(job.termination_time),
         "status_since": iso(t.status_since),
         "seconds_in_status": round(max(0.0, now - t.status_since), 3),
-        "group": _group(t, reasons),
+        "group": _group(t),
         "attention": reasons,
         "console_url": console_url(region, job.job_id),
         "status_url": (
@@ -261,12 +267,10 @@ def _matches(ts: TargetState, t: TrackedJob, q: JobQuery, text: str | None) -> b
         return False
     if q.operation is not None and job.operation != q.operation:
         return False
-    if q.attention is not None or q.group is not None:
-        reasons = attention_reasons(t)
-        if q.attention is not None and bool(reasons) != q.attention:
-            return False
-        if q.group is not None and _group(t, reasons) != q.group:
-            return False
+    if q.attention is not None and _needs_attention(t) != q.attention:
+        return False
+    if q.group is not None and _group(t) != q.group:
+        return False
     if text is not None:
         haystack = f"{job.job_id} {job.description} {job.operation} {ts.target.account_id}"
         return text in haystack.casefold()
@@ -278,7 +282,7 @@ def _sort_key(sort: str, now: float) -> Callable[[TargetState, TrackedJob], tupl
     if sort == "attention":
 
         def attention(ts: TargetState, t: TrackedJob) -> tuple[Any, ...]:
-            group = GROUPS.index(_group(t, attention_reasons(t)))
+            group = _GROUP_INDEX[_group(t)]
             # Within a group, what changed last comes first.
             target = ts.target
             return (group, -t.status_since, target.account_id, target.region, t.job.job_id)
@@ -380,7 +384,7 @@ async def targets_document(store: Store, now: float) -> dict[str, Any]:
         counts = _status_counts(jobs)
         totals.update(counts)
         for n, t in enumerate(jobs):
-            if t.stalled or t.overdue or t.ratio_exceeded or t.job.status == "Failed":
+            if _needs_attention(t):
                 attention.update(attention_reasons(t))
             if n % 256 == 255:
                 await pause()
