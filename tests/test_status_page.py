@@ -166,6 +166,14 @@ async def test_page_shows_reasons_filters_and_refreshes_without_scripts() -> Non
             paged = await r.text()
         assert 'rel="next"' in paged
         assert "per_page=2" in paged.split('rel="next"')[0].rsplit("href=", 1)[1]
+        # A repeated parameter (docs/api.md) survives in every link the page makes.
+        async with http.get(f"{base}/?status=Failed&status=Active&per_page=1") as r:
+            both = await r.text()
+        next_link = both.split('rel="next"')[0].rsplit("href=", 1)[1]
+        assert "status=Failed&amp;status=Active" in next_link, next_link
+        sort_link = re.search(r'href="(\?[^"]*sort=progress[^"]*)"', both)
+        assert sort_link is not None
+        assert "status=Failed&amp;status=Active" in sort_link.group(1)
 
 
 async def test_status_page_off_leaves_metrics_and_probes() -> None:

@@ -76,14 +76,21 @@ async def render_status_page(
         seen.update(t.job.operation for t in (ts.jobs or {}).values())
         await pause()
     operations = sorted(seen - {""})
-    kept = {k: v for k, v in params.items() if v and k not in ("page",)}
+    # Pairs, not a dict: a parameter may repeat (``status=Failed&status=Active``).
+    kept = [(k, v) for k, v in params.items() if v and k != "page"]
 
     def link(**changes: Any) -> str:
-        merged = {**kept, **{k: str(v) for k, v in changes.items() if v is not None}}
-        for k, v in changes.items():
-            if v is None:
-                merged.pop(k, None)
-        return "?" + urlencode(merged)
+        """The request's parameters with ``changes`` (a value replaces every
+        one of that name, in the place of the first; ``None`` drops them)."""
+        pairs: list[tuple[str, str]] = []
+        for k, v in kept:
+            if k not in changes:
+                pairs.append((k, v))
+            elif changes[k] is not None and k not in (name for name, _ in pairs):
+                pairs.append((k, str(changes[k])))
+        named = {k for k, _ in pairs}
+        pairs += [(k, str(v)) for k, v in changes.items() if v is not None and k not in named]
+        return "?" + urlencode(pairs)
 
     def sort_link(key: str) -> str:
         order = "desc" if query.sort == key and not query.descending else "asc"
